@@ -1,0 +1,39 @@
+"""Arguments shared by several subcommands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -> None:
+    """Options describing the probe: teacher, batch, seeds, init, data source, device."""
+    p.add_argument(
+        "--teacher",
+        default=teacher_default,
+        help="teacher model name (resnet8..resnet110, S1 code, NB201 string)"
+        + (f"; default {teacher_default}" if teacher_default else ""),
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="probe batch size (default 64)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds to average (default 1)")
+    p.add_argument(
+        "--init",
+        choices=("gaussian", "default"),
+        default="gaussian",
+        help="weight init: the paper's N(0,1) 'gaussian' or PyTorch's 'default'",
+    )
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        choices=("synthetic", "cifar10", "cifar100"),
+        help="probe batch source (default synthetic; cifar* read --data-root)",
+    )
+    p.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/ etc.")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=None, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,74 @@
+"""``diswot score``: the DisWOT score of one student for one teacher."""
+
+from __future__ import annotations
+
+import argparse
+
+from diswot.cli._common import add_probe_args, print_json
+from diswot.probe import Scorer
+from diswot.proxies import resolve_proxies
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "score",
+        help="score one student for a teacher without training",
+        description="Score one student (S1 code like 713, ResNet name, or NB201 arch string).",
+    )
+    p.add_argument("--student", required=True, help="S1 code (713), resnet20, or NB201 arch string")
+    p.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
+    p.add_argument("--image-size", type=int, default=32, help="probe resolution (default 32)")
+    p.add_argument(
+        "--proxy",
+        default="diswot",
+        help="comma list of proxies to report beside the DisWOT components (default diswot)",
+    )
+    add_probe_args(p, teacher_default="resnet110")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    scorer = Scorer(
+        args.teacher,
+        num_classes=args.num_classes,
+        batch_size=args.batch_size,
+        seeds=range(args.seeds),
+        init=args.init,
+        data=args.data,
+        data_root=args.data_root,
+        image_size=args.image_size,
+        device=args.device,
+    )
+    names = resolve_proxies(args.proxy)
+    proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
+    res = scorer.score(args.student, proxies)
+    comps = {"ms": res.values["ms"], "mr": res.values["mr"]}
+    if args.json:
+        print_json(
+            {
+                "student": args.student,
+                "teacher": args.teacher,
+                "score": res.values["diswot"],
+                "components": comps,
+                "std": res.std,
+                "proxies": {k: v for k, v in res.values.items() if k not in ("ms", "mr")},
+                "semantic_form": res.info.get("semantic_form"),
+                "params": res.params,
+                "flops": res.flops,
+                "seeds": list(scorer.seeds),
+                "seconds": round(res.seconds, 4),
+            }
+        )
+        return 0
+    sd = f" (std over {len(scorer.seeds)} seeds)" if len(scorer.seeds) > 1 else ""
+    print(
+        f"student {args.student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
+    )
+    print(f"  M_s (semantic, {res.info.get('semantic_form', '?')} form): {comps['ms']:.6f}")
+    print(f"  M_r (relation):                    {comps['mr']:.6f}")
+    print(f"  DisWOT score -(M_s+M_r):           {res.values['diswot']:.6f}{sd}")
+    for k, v in res.values.items():
+        if k not in ("diswot", "ms", "mr"):
+            print(f"  {k}: {v:.6g}")
+    print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M multiply-adds")
+    return 0

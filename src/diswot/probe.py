@@ -1,0 +1,329 @@
+"""Scoring students against a teacher without training.
+
+:class:`Scorer` owns everything that is shared across candidates: the probe batch of each seed and the
+teacher side of the DisWOT metrics (pre-pool features and closed-form classifier gradient), computed
+once per seed and reused for every student. For each student and seed it builds a
+:class:`StudentProbe`, which constructs and initialises the student under a seed, runs **one** forward
+pass (BN in train mode, no autograd) and lazily evaluates whatever proxies are asked of it.
+
+Seeds: seed ``s`` selects the probe batch, the teacher's init (``s * 1000 + 1``) and the student's init
+(``s * 1000 + 2``). Teacher and student never share an init seed, so a student of the teacher's own
+architecture is a *different* random network, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+
+from diswot.data import probe_batch
+from diswot.errors import DiswotError
+from diswot.features import FeatureExtractor, Features
+from diswot.metrics import SemanticMode, classifier_gradient, diswot_score
+from diswot.models import create_model, init_weights
+from diswot.models.cost import ModelCost, profile, profile_arch
+from diswot.proxies import get_proxy
+
+StudentLike = str | nn.Module | Callable[[], nn.Module]
+
+
+def _seed_of(seed: int, role: int) -> int:
+    return seed * 1000 + role
+
+
+@dataclass
+class TeacherCache:
+    """Teacher-side quantities for one seed: pre-pool features and classifier gradient."""
+
+    feature_map: Tensor
+    grad: Tensor
+    logits: Tensor
+    seconds: float
+
+
+@dataclass
+class ScoreResult:
+    """Proxy values of one student, averaged over seeds (``values``) with ``std`` and per-seed detail."""
+
+    arch: str
+    values: dict[str, float]
+    std: dict[str, float]
+    per_seed: list[dict[str, float]]
+    params: int
+    flops: int
+    seconds: float
+    info: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch,
+            "values": self.values,
+            "std": self.std,
+            "per_seed": self.per_seed,
+            "params": self.params,
+            "flops": self.flops,
+            "seconds": self.seconds,
+            **({"info": self.info} if self.info else {}),
+        }
+
+
+class StudentProbe:
+    """One student under one seed: built, initialised and forwarded at most once, on demand."""
+
+    def __init__(self, scorer: Scorer, student: StudentLike, seed: int) -> None:
+        self.scorer = scorer
+        self.student = student
+        self.seed = seed
+        self.inputs, self.labels = scorer.batch(seed)
+        self._owned_module = isinstance(student, nn.Module)
+
+    @property
+    def num_classes(self) -> int:
+        return self.scorer.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.scorer.device
+
+    def fresh_model(self) -> nn.Module:
+        """A newly built, initialised student (for proxies that change weights or need gradients)."""
+        return self.scorer.build(self.student, _seed_of(self.seed, 2))
+
+    @cached_property
+    def model(self) -> nn.Module:
+        return self.fresh_model()
+
+    @cached_property
+    def extractor(self) -> FeatureExtractor:
+        return FeatureExtractor(
+            self.model, self.scorer.student_classifier, self.scorer.student_feature
+        )
+
+    @cached_property
+    def features(self) -> Features:
+        self.model.train()
+        with torch.no_grad():
+            return self.extractor(self.inputs)
+
+    @cached_property
+    def grad(self) -> Tensor:
+        f = self.features
+        if f.logits.shape[1] != self.num_classes:
+            raise DiswotError(
+                f"student outputs {f.logits.shape[1]} classes but the teacher/probe has "
+                f"{self.num_classes}; build the student with num_classes={self.num_classes}"
+            )
+        return classifier_gradient(f.logits, f.pooled, self.labels)
+
+    @cached_property
+    def teacher(self) -> TeacherCache:
+        return self.scorer.teacher(self.seed)
+
+    @cached_property
+    def diswot(self) -> dict[str, float | str]:
+        t = self.teacher
+        return diswot_score(
+            t.grad, t.feature_map, self.grad, self.features.feature_map, self.scorer.semantic
+        )
+
+    @cached_property
+    def cost(self) -> ModelCost:
+        return self.scorer.cost(self.student, self.model)
+
+
+class Scorer:
+    """Score students for one teacher on seeded probe batches.
+
+    Args:
+        teacher: a model name for :func:`~diswot.models.create_model`, an ``nn.Module`` (used as given,
+            after the chosen init), or ``None`` for teacher-free proxies only.
+        num_classes: classes of the probe labels, the teacher and every student.
+        batch_size: probe batch size (at least 2).
+        seeds: seeds to average over; each gives its own batch, teacher init and student init.
+        init: ``gaussian`` (the paper's N(0,1)) or ``default`` (PyTorch's init under the seed).
+        data: ``synthetic`` or ``cifar10``/``cifar100`` (then ``data_root`` is needed).
+        semantic: ``auto`` (channel form when widths match, class-relation form otherwise),
+            ``channel`` or ``class``.
+    """
+
+    def __init__(
+        self,
+        teacher: str | nn.Module | None = "resnet110",
+        *,
+        num_classes: int = 100,
+        batch_size: int = 64,
+        seeds: Sequence[int] = (0,),
+        init: str = "gaussian",
+        data: str = "synthetic",
+        data_root: str | None = None,
+        image_size: int = 32,
+        device: str | torch.device = "cpu",
+        semantic: SemanticMode = "auto",
+        teacher_classifier: str | None = None,
+        teacher_feature: str | None = None,
+        student_classifier: str | None = None,
+        student_feature: str | None = None,
+    ) -> None:
+        if num_classes < 2:
+            raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
+        if batch_size < 2:
+            raise DiswotError(
+                f"batch size must be at least 2 (the relation term compares samples), got {batch_size}"
+            )
+        if not seeds:
+            raise DiswotError("give at least one seed")
+        if init not in ("gaussian", "default"):
+            raise DiswotError(f"unknown init '{init}'; use gaussian or default")
+        self.device = _resolve_device(device)
+        self.teacher_spec = teacher
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.seeds = tuple(int(s) for s in seeds)
+        self.init = init
+        self.data = data
+        self.data_root = data_root
+        self.image_size = image_size
+        self.semantic = semantic
+        self.teacher_classifier = teacher_classifier
+        self.teacher_feature = teacher_feature
+        self.student_classifier = student_classifier
+        self.student_feature = student_feature
+        self._batches: dict[int, tuple[Tensor, Tensor]] = {}
+        self._teachers: dict[int, TeacherCache] = {}
+
+    # -- shared state ------------------------------------------------------------------------------
+    @property
+    def has_teacher(self) -> bool:
+        return self.teacher_spec is not None
+
+    @property
+    def input_size(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.image_size, self.image_size)
+
+    def batch(self, seed: int) -> tuple[Tensor, Tensor]:
+        if seed not in self._batches:
+            self._batches[seed] = probe_batch(
+                self.data,
+                batch_size=self.batch_size,
+                num_classes=self.num_classes,
+                seed=seed,
+                data_root=self.data_root,
+                image_size=self.image_size,
+                device=self.device,
+            )
+        return self._batches[seed]
+
+    def build(self, spec: StudentLike, seed: int) -> nn.Module:
+        """Build (or take) a model and initialise it deterministically under ``seed``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if isinstance(spec, str):
+                model = create_model(spec, num_classes=self.num_classes)
+            elif isinstance(spec, nn.Module):
+                model = spec
+            elif callable(spec):
+                model = spec()
+            else:
+                raise DiswotError(f"cannot build a model from {type(spec).__name__}")
+            init_weights(model, self.init, seed)
+        return model.to(self.device)
+
+    def teacher(self, seed: int) -> TeacherCache:
+        """Teacher features and gradient for ``seed``, computed once and reused for every student."""
+        if not self.has_teacher:
+            raise DiswotError("this proxy needs a teacher; pass --teacher NAME")
+        if seed not in self._teachers:
+            t0 = time.perf_counter()
+            model = self.build(self.teacher_spec, _seed_of(seed, 1))
+            x, y = self.batch(seed)
+            model.train()
+            with (
+                torch.no_grad(),
+                FeatureExtractor(model, self.teacher_classifier, self.teacher_feature) as fx,
+            ):
+                f = fx(x)
+            if f.logits.shape[1] != self.num_classes:
+                raise DiswotError(
+                    f"teacher outputs {f.logits.shape[1]} classes but {self.num_classes} were asked; "
+                    f"build the teacher with num_classes={self.num_classes}"
+                )
+            self._teachers[seed] = TeacherCache(
+                feature_map=f.feature_map.detach(),
+                grad=classifier_gradient(f.logits, f.pooled, y),
+                logits=f.logits.detach(),
+                seconds=time.perf_counter() - t0,
+            )
+        return self._teachers[seed]
+
+    def cost(self, spec: StudentLike, model: nn.Module | None = None) -> ModelCost:
+        if isinstance(spec, str):
+            return profile_arch(spec, self.num_classes, self.input_size)
+        if model is None:
+            model = spec if isinstance(spec, nn.Module) else self.build(spec, 0)
+        return profile(model, self.input_size)
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def probe(self, student: StudentLike, seed: int) -> StudentProbe:
+        return StudentProbe(self, student, seed)
+
+    def evaluate(self, student: StudentLike, proxies: Iterable[str], seed: int) -> dict[str, float]:
+        """Values of ``proxies`` for one student and one seed; a failing proxy gives NaN, not a crash."""
+        probe = self.probe(student, seed)
+        out: dict[str, float] = {}
+        for name in proxies:
+            spec = get_proxy(name)
+            try:
+                value = float(spec.fn(probe))
+            except DiswotError:
+                raise
+            except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError):
+                value = math.nan
+            out[name] = value
+        if "diswot" in probe.__dict__:
+            out["_semantic_form"] = probe.diswot["semantic_form"]  # type: ignore[assignment]
+        return out
+
+    def score(
+        self, student: StudentLike, proxies: Iterable[str] = ("diswot", "ms", "mr")
+    ) -> ScoreResult:
+        """Evaluate ``proxies`` over every seed; returns means, stds and per-seed values."""
+        proxies = list(proxies)
+        t0 = time.perf_counter()
+        per_seed = []
+        info: dict[str, str] = {}
+        for s in self.seeds:
+            vals = self.evaluate(student, proxies, s)
+            form = vals.pop("_semantic_form", None)
+            if form is not None:
+                info["semantic_form"] = str(form)
+            per_seed.append(vals)
+        values, std = {}, {}
+        for p in proxies:
+            xs = torch.tensor([v[p] for v in per_seed], dtype=torch.float64)
+            values[p] = float(xs.mean())
+            std[p] = float(xs.std(unbiased=False)) if len(xs) > 1 else 0.0
+        cost = self.cost(student)
+        name = student if isinstance(student, str) else type(student).__name__
+        return ScoreResult(
+            arch=name,
+            values=values,
+            std=std,
+            per_seed=per_seed,
+            params=cost.params,
+            flops=cost.flops,
+            seconds=time.perf_counter() - t0,
+            info=info,
+        )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DiswotError("--device cuda was asked but CUDA is not available; use --device cpu")
+    return dev

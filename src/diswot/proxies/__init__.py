@@ -1,0 +1,117 @@
+"""Zero-cost proxies: one registry, one signature.
+
+A proxy is a function ``fn(probe: StudentProbe) -> float`` registered with :func:`register_proxy`,
+which records whether higher is better and what the proxy needs (a teacher, labels, gradients). The
+:class:`~diswot.probe.StudentProbe` it receives lazily provides the initialised student, its cached
+forward pass (logits, pre-pool features, closed-form classifier gradient), the teacher cache and the
+probe batch, so proxies that share a forward pass share its cost. Adding a proxy is one decorated
+function in one file of this package (import it from ``_BUILTIN_MODULES`` below).
+
+Scores are reported in the proxy's own orientation; rankings use ``sign`` so that larger is always
+better after ``value * spec.sign``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from diswot._registry import Registry
+from diswot.errors import DiswotError
+
+if TYPE_CHECKING:
+    from diswot.probe import StudentProbe
+
+ProxyFn = Callable[["StudentProbe"], float]
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A registered proxy and what it needs."""
+
+    name: str
+    fn: ProxyFn
+    higher_is_better: bool = True
+    needs_teacher: bool = False
+    needs_labels: bool = False
+    needs_grad: bool = False
+    doc: str = ""
+
+    @property
+    def sign(self) -> float:
+        """Multiply a value by this to get 'larger is better'."""
+        return 1.0 if self.higher_is_better else -1.0
+
+
+PROXIES: Registry[ProxySpec] = Registry("proxy")
+
+
+def register_proxy(
+    name: str,
+    *,
+    higher_is_better: bool = True,
+    needs_teacher: bool = False,
+    needs_labels: bool = False,
+    needs_grad: bool = False,
+) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator registering ``fn`` as proxy ``name``; its docstring's first line is the help text."""
+
+    def deco(fn: ProxyFn) -> ProxyFn:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        PROXIES.register(
+            name,
+            ProxySpec(
+                name=name,
+                fn=fn,
+                higher_is_better=higher_is_better,
+                needs_teacher=needs_teacher,
+                needs_labels=needs_labels,
+                needs_grad=needs_grad,
+                doc=doc[0] if doc else "",
+            ),
+        )
+        return fn
+
+    return deco
+
+
+def get_proxy(name: str) -> ProxySpec:
+    """Look up a proxy by name (case-insensitive); unknown names list the known ones."""
+    return PROXIES.get(name)
+
+
+def list_proxies() -> list[str]:
+    return PROXIES.names()
+
+
+def resolve_proxies(
+    spec: str | list[str] | tuple[str, ...], *, has_teacher: bool = True
+) -> list[str]:
+    """Turn ``"all"``, ``"a,b"`` or a list into validated proxy names (teacher-needing ones checked)."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip().lower() for n in names if n.strip()]
+    if names == ["all"]:
+        names = [n for n in list_proxies() if has_teacher or not PROXIES.get(n).needs_teacher]
+    if not names:
+        raise DiswotError(f"no proxy given; known: {', '.join(list_proxies())}")
+    for n in names:
+        p = get_proxy(n)
+        if p.needs_teacher and not has_teacher:
+            raise DiswotError(f"proxy '{n}' needs a teacher; pass --teacher NAME")
+    return list(dict.fromkeys(names))
+
+
+_BUILTIN_MODULES = ("diswot.proxies.basic",)
+for _m in _BUILTIN_MODULES:
+    importlib.import_module(_m)
+
+__all__ = [
+    "PROXIES",
+    "ProxySpec",
+    "get_proxy",
+    "list_proxies",
+    "register_proxy",
+    "resolve_proxies",
+]
