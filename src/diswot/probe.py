@@ -150,6 +150,10 @@ class Scorer:
         data: ``synthetic`` or ``cifar10``/``cifar100`` (then ``data_root`` is needed).
         semantic: ``auto`` (channel form when widths match, class-relation form otherwise),
             ``channel`` or ``class``.
+        builder: ``f(arch, num_classes) -> nn.Module`` for string students (a search space's
+            ``build``); defaults to :func:`~diswot.models.create_model`.
+        coster: ``f(arch, num_classes, input_size) -> ModelCost`` for string students; defaults to
+            :func:`~diswot.models.cost.profile_arch`.
     """
 
     def __init__(
@@ -169,6 +173,8 @@ class Scorer:
         teacher_feature: str | None = None,
         student_classifier: str | None = None,
         student_feature: str | None = None,
+        builder: Callable[[str, int], nn.Module] | None = None,
+        coster: Callable[[str, int, tuple[int, int, int, int]], ModelCost] | None = None,
     ) -> None:
         if num_classes < 2:
             raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
@@ -194,6 +200,8 @@ class Scorer:
         self.teacher_feature = teacher_feature
         self.student_classifier = student_classifier
         self.student_feature = student_feature
+        self.builder = builder or (lambda arch, k: create_model(arch, num_classes=k))
+        self.coster = coster or profile_arch
         self._batches: dict[int, tuple[Tensor, Tensor]] = {}
         self._teachers: dict[int, TeacherCache] = {}
 
@@ -224,7 +232,7 @@ class Scorer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if isinstance(spec, str):
-                model = create_model(spec, num_classes=self.num_classes)
+                model = self.builder(spec, self.num_classes)
             elif isinstance(spec, nn.Module):
                 model = spec
             elif callable(spec):
@@ -263,7 +271,7 @@ class Scorer:
 
     def cost(self, spec: StudentLike, model: nn.Module | None = None) -> ModelCost:
         if isinstance(spec, str):
-            return profile_arch(spec, self.num_classes, self.input_size)
+            return self.coster(spec, self.num_classes, self.input_size)
         if model is None:
             model = spec if isinstance(spec, nn.Module) else self.build(spec, 0)
         return profile(model, self.input_size)
