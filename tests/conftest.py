@@ -1,0 +1,91 @@
+"""Shared fixtures.
+
+``fake_cifar`` writes tiny CIFAR-10 and CIFAR-100 folders in the real python-pickle layout (same
+file names, same byte-string keys, (N, 3072) channel-major uint8 rows, list labels), so code that
+reads CIFAR can be tested without the 160 MB downloads.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: Images per file in the fake folders; labels are ``i % classes`` so every class appears.
+FAKE_CIFAR10_PER_BATCH = 20
+FAKE_CIFAR10_TEST = 20
+FAKE_CIFAR100_TRAIN = 200
+FAKE_CIFAR100_TEST = 100
+
+
+def fake_images(n: int, seed: int) -> np.ndarray:
+    """Deterministic uint8 images, NHWC (n, 32, 32, 3); what the loader should give back."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+
+
+def _rows(images: np.ndarray) -> np.ndarray:
+    # The CIFAR release stores each image as 1024 R, then 1024 G, then 1024 B values.
+    return images.transpose(0, 3, 1, 2).reshape(len(images), 3072).copy()
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with path.open("wb") as fh:
+        pickle.dump(obj, fh, protocol=2)
+
+
+def write_fake_cifar(root: Path) -> Path:
+    """Write ``root/cifar-10-batches-py`` and ``root/cifar-100-python``; return ``root``.
+
+    CIFAR-10 train image ``i`` of batch ``b`` (1-based) is ``fake_images(20, seed=b)[i]``, test uses
+    seed 0; CIFAR-100 train uses seed 100, test seed 101. Labels are ``i % classes``, counted over the
+    whole split.
+    """
+    c10 = root / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    for b in range(1, 6):
+        labels = [
+            (i + (b - 1) * FAKE_CIFAR10_PER_BATCH) % 10 for i in range(FAKE_CIFAR10_PER_BATCH)
+        ]
+        _dump(
+            c10 / f"data_batch_{b}",
+            {
+                b"batch_label": f"training batch {b} of 5".encode(),
+                b"labels": labels,
+                b"data": _rows(fake_images(FAKE_CIFAR10_PER_BATCH, seed=b)),
+                b"filenames": [f"img_{b}_{i}.png".encode() for i in range(len(labels))],
+            },
+        )
+    _dump(
+        c10 / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [i % 10 for i in range(FAKE_CIFAR10_TEST)],
+            b"data": _rows(fake_images(FAKE_CIFAR10_TEST, seed=0)),
+            b"filenames": [f"test_{i}.png".encode() for i in range(FAKE_CIFAR10_TEST)],
+        },
+    )
+    _dump(c10 / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)]})
+
+    c100 = root / "cifar-100-python"
+    c100.mkdir(parents=True)
+    for split, n, seed in (("train", FAKE_CIFAR100_TRAIN, 100), ("test", FAKE_CIFAR100_TEST, 101)):
+        _dump(
+            c100 / split,
+            {
+                b"filenames": [f"{split}_{i}.png".encode() for i in range(n)],
+                b"batch_label": f"{split} batch".encode(),
+                b"fine_labels": [i % 100 for i in range(n)],
+                b"coarse_labels": [(i % 100) // 5 for i in range(n)],
+                b"data": _rows(fake_images(n, seed=seed)),
+            },
+        )
+    _dump(c100 / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)]})
+    return root
+
+
+@pytest.fixture
+def fake_cifar(tmp_path: Path) -> Path:
+    """Root folder holding tiny ``cifar-10-batches-py/`` and ``cifar-100-python/`` (real format)."""
+    return write_fake_cifar(tmp_path / "cifar")
