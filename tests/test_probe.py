@@ -1,0 +1,103 @@
+"""The Scorer: teacher cache, determinism, no gradient accumulation, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diswot.errors import DiswotError
+from diswot.probe import Scorer
+
+NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer("resnet8", num_classes=10, batch_size=8, seeds=(0, 1))
+
+
+def test_score_components_and_cost(scorer: Scorer) -> None:
+    res = scorer.score("111")
+    assert res.values["diswot"] == pytest.approx(-(res.values["ms"] + res.values["mr"]))
+    assert 0 < res.values["ms"] < 4 and 0 <= res.values["mr"] <= 4 / 8
+    assert res.info["semantic_form"] == "channel"
+    assert res.params > 0 and res.flops > 0
+    assert len(res.per_seed) == 2 and res.std["diswot"] >= 0
+
+
+def test_deterministic_and_teacher_cached(scorer: Scorer) -> None:
+    a = scorer.evaluate("313", ["diswot"], 0)["diswot"]
+    t0 = scorer.teacher(0)
+    b = scorer.evaluate("313", ["diswot"], 0)["diswot"]
+    assert a == b
+    assert scorer.teacher(0) is t0  # computed once per seed, reused
+    fresh = Scorer("resnet8", num_classes=10, batch_size=8, seeds=(0,))
+    assert fresh.evaluate("313", ["diswot"], 0)["diswot"] == a  # independent of history
+
+
+def test_no_gradient_accumulation_between_candidates(scorer: Scorer) -> None:
+    """The public code never zeroed the teacher's gradient; ours has none to zero."""
+    order1 = [scorer.evaluate(s, ["diswot"], 0)["diswot"] for s in ("111", "333", "111")]
+    assert order1[0] == order1[2]
+    probe = scorer.probe("111", 0)
+    _ = probe.diswot
+    assert all(p.grad is None for p in probe.model.parameters())
+
+
+def test_nb201_student_and_width_independent_form() -> None:
+    sc = Scorer("resnet8", num_classes=10, batch_size=8)
+    res = sc.score(NB201_CELL)
+    assert res.info["semantic_form"] == "channel"  # both end with 64 channels
+    assert math.isfinite(res.values["diswot"])
+    # A user's own teacher module of another width switches to the class-relation form.
+    from diswot.models.cifar_resnet import CifarResNet
+
+    wide = Scorer(
+        CifarResNet((1, 1, 1), num_classes=10, widths=(16, 32, 128)), num_classes=10, batch_size=8
+    )
+    res_w = wide.score(NB201_CELL)
+    assert res_w.info["semantic_form"] == "class"
+    assert 0 <= res_w.values["ms"] <= 4 / 10
+
+
+def test_student_as_module_and_class_mismatch() -> None:
+    sc = Scorer("resnet8", num_classes=10, batch_size=4)
+    from diswot.models import create_model
+
+    res = sc.score(create_model("resnet8", num_classes=10))
+    assert math.isfinite(res.values["diswot"])
+    with pytest.raises(DiswotError, match="num_classes=10"):
+        sc.score(create_model("resnet8", num_classes=100))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 1}, "at least 2"),
+        ({"num_classes": 1}, "at least 2"),
+        ({"init": "xavier"}, "unknown init"),
+        ({"seeds": ()}, "at least one seed"),
+    ],
+)
+def test_bad_settings(kwargs: dict, match: str) -> None:
+    base = {"num_classes": 10, "batch_size": 4}
+    base.update(kwargs)
+    with pytest.raises(DiswotError, match=match):
+        Scorer("resnet8", **base)
+
+
+def test_unknown_student_is_one_line_error() -> None:
+    sc = Scorer("resnet8", num_classes=10, batch_size=4)
+    with pytest.raises(DiswotError) as exc:
+        sc.score("resnet9000x")
+    assert "\n" not in str(exc.value)
+
+
+def test_gaussian_init_is_the_papers(scorer: Scorer) -> None:
+    model = scorer.build("111", 5)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert 0.8 < conv.weight.std().item() < 1.2
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
