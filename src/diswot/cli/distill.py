@@ -1,0 +1,90 @@
+"""``diswot distill``: distill a trained teacher into a student (e.g. the one a search found)."""
+
+from __future__ import annotations
+
+import argparse
+
+from diswot.cli.train import (
+    add_data_args,
+    add_train_args,
+    data_config,
+    default_out,
+    report,
+    train_settings,
+)
+from diswot.distill.methods import DISTILLERS
+from diswot.distill.trainer import resolve_arch, run_training
+from diswot.errors import DiswotError
+
+
+def parse_weights(items: list[str] | None) -> dict[str, float]:
+    """``["sp=3000", "T=2"]`` -> ``{"sp": 3000.0, "T": 2.0}``; names are checked by the method."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise DiswotError(f"--weight takes NAME=NUMBER (e.g. kd=0.9), got '{item}'") from None
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "distill",
+        help="distill a teacher into a student",
+        description="Distill a trained teacher into a student (KD T=4, 0.1 CE + 0.9 KL by default).",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher architecture (resnet56 ...); optional when --teacher-ckpt is a diswot checkpoint",
+    )
+    p.add_argument(
+        "--teacher-ckpt", required=True, help="teacher weights (diswot or plain state dict)"
+    )
+    p.add_argument(
+        "--student",
+        required=True,
+        help="student: S1 code (713), resnet20, NB201 arch string, or a search's result.json",
+    )
+    p.add_argument(
+        "--method",
+        default="kd",
+        help=f"one of {', '.join(DISTILLERS.names())} (default kd)",
+    )
+    p.add_argument(
+        "--weight",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a loss weight or setting of the method (repeatable), e.g. --weight T=2",
+    )
+    add_data_args(p)
+    add_train_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    method = str(args.method).lower()
+    DISTILLERS.get(method)  # unknown method -> one-line error listing the known ones
+    weights = parse_weights(args.weight)
+    arch = resolve_arch(args.student)
+    out = args.out or default_out("distill", arch, method, args)
+    result = run_training(
+        args.student,
+        data_config(args),
+        out,
+        train_settings(args),
+        method=method,
+        teacher=args.teacher,
+        teacher_ckpt=args.teacher_ckpt,
+        weights=weights,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.quiet,
+        threads=args.threads,
+    )
+    report(result, args.json)
+    return 0
