@@ -83,15 +83,18 @@ class FeatureExtractor:
         self._feature_from_output = feature is not None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, Tensor] = {}
-        self._detected = classifier is not None and feature is not None
+        self._detected = False
 
     # -- detection -------------------------------------------------------------------------------
-    def _detect(self, x: Tensor) -> None:
-        """Record the order in which modules run once, then pick classifier and feature module."""
+    def _detect(self, x: Tensor) -> Features:
+        """Trace one forward pass, pick classifier and feature module, and return its features.
+
+        The traced pass doubles as the first real pass, so detection costs no extra forward.
+        """
         trace: list[tuple[str, nn.Module, Tensor | None, Tensor | None]] = []
         handles = []
         for name, mod in self._modules.items():
-            if name == "" or len(list(mod.children())) > 0:
+            if name == "" or (len(list(mod.children())) > 0 and name not in self._named()):
                 continue
 
             def hook(m: nn.Module, inp: tuple, out: object, _n: str = name) -> None:
@@ -99,8 +102,7 @@ class FeatureExtractor:
 
             handles.append(mod.register_forward_hook(hook))
         try:
-            with torch.no_grad():
-                out = self.model(x)
+            out = self.model(x)
         finally:
             for h in handles:
                 h.remove()
@@ -110,23 +112,20 @@ class FeatureExtractor:
                 f"{type(self.model).__name__} must return logits of shape (N, classes); "
                 f"got {None if logits is None else tuple(logits.shape)}"
             )
-        cls_idx = None
         if self.classifier_name is None:
             for i in range(len(trace) - 1, -1, -1):
                 name, mod, _, o = trace[i]
                 if isinstance(mod, nn.Linear) and o is not None and o.shape == logits.shape:
-                    cls_idx = i
+                    self.classifier_name = name
                     break
-            if cls_idx is None:
+            else:
                 raise DiswotError(
                     f"no nn.Linear classifier producing the logits found in {type(self.model).__name__}; "
                     "pass classifier=<module name> or give the model a final nn.Linear"
                 )
-            self.classifier_name = trace[cls_idx][0]
-        else:
-            cls_idx = max(i for i, t in enumerate(trace) if t[0] == self.classifier_name)
+        cls_idx = max(i for i, t in enumerate(trace) if t[0] == self.classifier_name)
+        before = trace[:cls_idx]
         if self.feature_name is None:
-            before = trace[:cls_idx]
             for name, mod, inp, _ in reversed(before):
                 if isinstance(mod, _POOLS) and inp is not None and inp.dim() >= 3:
                     self.feature_name = name
@@ -143,6 +142,20 @@ class FeatureExtractor:
                         "pass feature=<module name> whose output is the feature map"
                     )
         self._detected = True
+        feat = [t for t in before if t[0] == self.feature_name]
+        if not feat:
+            raise DiswotError(
+                f"feature module '{self.feature_name}' did not run before the classifier; "
+                "name a module that runs in forward()"
+            )
+        _, _, f_in, f_out = feat[-1]
+        feature_map = f_out if self._feature_from_output else f_in
+        pooled = trace[cls_idx][2]
+        assert feature_map is not None and pooled is not None
+        return Features(logits, feature_map, pooled)
+
+    def _named(self) -> set[str]:
+        return {n for n in (self.classifier_name, self.feature_name) if n is not None}
 
     def _install(self) -> None:
         cls_mod = self._modules[self.classifier_name]
@@ -174,7 +187,7 @@ class FeatureExtractor:
 
     def __call__(self, x: Tensor) -> Features:
         if not self._detected:
-            self._detect(x)
+            return self._detect(x)
         if not self._handles:
             self._install()
         self._store.clear()
