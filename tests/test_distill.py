@@ -94,6 +94,13 @@ def test_distilled_student_beats_chance(teacher, tmp_path):
     ev = evaluate_checkpoint(res["checkpoint"], device="cpu")
     assert ev["top1"] == pytest.approx(res["last_top1"])
     assert ev["num_images"] == 256 and ev["arch"] == "resnet8"
+    best = evaluate_checkpoint(res["best_checkpoint"], device="cpu")
+    assert best["top1"] == pytest.approx(res["best_top1"]) and best["method"] == "kd"
+    with pytest.raises(DiswotError, match="resume from last.pt"):
+        distill(
+            "resnet14", teacher["checkpoint"], "resnet8", "kd", "synthetic", out=tmp_path,
+            epochs=3, resume=res["best_checkpoint"], **TINY,
+        )  # fmt: skip
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

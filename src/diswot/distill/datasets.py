@@ -351,9 +351,9 @@ class BatchLoader:
         if self.device.type == "cpu" or nbytes <= _DEVICE_RESIDENT_LIMIT:
             self._images = data.images.to(self.device)
             self._labels = data.labels.to(self.device)
-        else:  # too big for the device: stream batches from pinned host memory
-            self._images = data.images.pin_memory()
-            self._labels = data.labels.pin_memory()
+        else:  # too big for the device: stream batches (pinned per batch) from host memory
+            self._images = data.images
+            self._labels = data.labels
         c = data.images.shape[1]
         self._mean = torch.tensor(data.mean, device=self.device).view(1, c, 1, 1) * 255.0
         self._inv_std = 1.0 / (torch.tensor(data.std, device=self.device).view(1, c, 1, 1) * 255.0)
@@ -363,15 +363,14 @@ class BatchLoader:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest > 1 or (rest == 1 and not self.train) else 0)
 
-    def _augment(self, x: Tensor) -> Tensor:
-        """Random crop (zero padding) and horizontal flip as one batched gather on uint8 data."""
+    def _augment(self, x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor) -> Tensor:
+        """Random crop (zero padding) and horizontal flip as one batched gather on uint8 data.
+
+        ``oy``/``ox`` are the crop offsets into the padded image and ``flip`` the mirror flags, one per
+        image, already on ``x``'s device.
+        """
         n, c, h, w = x.shape
         p = self.padding
-        g = self.generator
-        oy = torch.randint(0, 2 * p + 1, (n,), generator=g)
-        ox = torch.randint(0, 2 * p + 1, (n,), generator=g)
-        flip = torch.rand((n,), generator=g) < 0.5
-        oy, ox, flip = oy.to(x.device), ox.to(x.device), flip.to(x.device)
         if p > 0:
             x = F.pad(x, (p, p, p, p))
         ar_h = torch.arange(h, device=x.device)
@@ -383,18 +382,31 @@ class BatchLoader:
         return x[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch. All of the epoch's random draws (order, offsets, flips) are made up front on the
+        CPU generator and moved to the device once, so no step waits on a host-to-device copy."""
         n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        p = self.padding
+        if self.train:
+            g = self.generator
+            order = torch.randperm(n, generator=g)
+            oy = torch.randint(0, 2 * p + 1, (n,), generator=g).to(self.device)
+            ox = torch.randint(0, 2 * p + 1, (n,), generator=g).to(self.device)
+            flip = (torch.rand((n,), generator=g) < 0.5).to(self.device)
+        else:
+            order = torch.arange(n)
+        on_device = self._images.device == self.device
+        if on_device:
+            order = order.to(self.device)
         for b in range(len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            if self._images.device != self.device:
-                x = self._images[idx].to(self.device, non_blocking=True)
-                y = self._labels[idx].to(self.device, non_blocking=True)
-            else:
-                idx = idx.to(self.device)
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[sl]
+            if on_device:
                 x, y = self._images[idx], self._labels[idx]
+            else:
+                x = self._images[idx].pin_memory().to(self.device, non_blocking=True)
+                y = self._labels[idx].pin_memory().to(self.device, non_blocking=True)
             if self.train:
-                x = self._augment(x)
+                x = self._augment(x, oy[sl], ox[sl], flip[sl])
             x = (x.float() - self._mean) * self._inv_std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -405,4 +417,6 @@ class BatchLoader:
         return len(self)
 
     def images_per_epoch(self) -> int:
-        return min(len(self.data), len(self) * self.batch_size)
+        """Images one epoch yields (a dropped trailing single image in training is not counted)."""
+        n = len(self.data)
+        return n - 1 if self.train and n % self.batch_size == 1 else n

@@ -620,8 +620,15 @@ def _run_training(
 def _check_same_run(ckpt: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
     """Refuse to resume a checkpoint whose run-defining settings differ from the requested ones."""
     diffs = []
+    if "optimizer" not in ckpt:
+        raise DiswotError(
+            f"{path} is a best-model checkpoint without optimizer state; resume from last.pt"
+        )
     for key, want in identity.items():
         have = ckpt.get(key)
+        if key == "dataset":  # the data may move between sessions; what it is must not change
+            have = {k: v for k, v in (have or {}).items() if k != "root"}
+            want = {k: v for k, v in want.items() if k != "root"}
         if key == "settings":
             for sk, sv in want.items():
                 if have is None or have.get(sk) != sv:
@@ -663,6 +670,7 @@ def _train_one_epoch(
     seen = 0
     s_head = fx_s.classifier.weight
     t_head = fx_t.classifier.weight if fx_t is not None else None
+    every = max(1, len(loader) // 20)
     bar = tqdm(
         total=len(loader),
         desc=f"epoch {epoch}/{epochs}",
@@ -697,7 +705,8 @@ def _train_one_epoch(
             for key, v in parts.items():
                 part_sums[key] = part_sums.get(key, torch.zeros((), device=dev)) + v.float() * n
             bar.update(1)
-            if progress and (step % 10 == 0 or step == len(loader) - 1):
+            # Reading the sums syncs with the device, so refresh the postfix ~20 times an epoch.
+            if progress and (step % every == 0 or step == len(loader) - 1):
                 bar.set_postfix(
                     loss=f"{float(loss_sum) / seen:.3f}", acc=f"{100.0 * float(correct) / seen:.1f}"
                 )
