@@ -227,12 +227,17 @@ class Scorer:
             )
         return self._batches[seed]
 
-    def build(self, spec: StudentLike, seed: int) -> nn.Module:
-        """Build (or take) a model and initialise it deterministically under ``seed``."""
+    def build(self, spec: StudentLike, seed: int, *, teacher: bool = False) -> nn.Module:
+        """Build (or take) a model and initialise it deterministically under ``seed``.
+
+        Students given by name go through the space's ``builder``; a teacher given by name always
+        through :func:`~diswot.models.create_model`, since teachers live outside the search space.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if isinstance(spec, str):
-                model = self.builder(spec, self.num_classes)
+                make = (lambda a, k: create_model(a, num_classes=k)) if teacher else self.builder
+                model = make(spec, self.num_classes)
             elif isinstance(spec, nn.Module):
                 model = spec
             elif callable(spec):
@@ -248,7 +253,7 @@ class Scorer:
             raise DiswotError("this proxy needs a teacher; pass --teacher NAME")
         if seed not in self._teachers:
             t0 = time.perf_counter()
-            model = self.build(self.teacher_spec, _seed_of(seed, 1))
+            model = self.build(self.teacher_spec, _seed_of(seed, 1), teacher=True)
             x, y = self.batch(seed)
             model.train()
             with (
