@@ -52,6 +52,7 @@ def teacher(tmp_path_factory) -> dict:
 def test_teacher_learns_the_synthetic_task(teacher):
     assert teacher["kind"] == "train" and teacher["arch"] == "resnet14"
     assert teacher["last_top1"] > 50.0  # chance is 10%
+    assert teacher["flops"] > teacher["params"] > 100_000  # resnet14: ~175k params
     hist = teacher["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]

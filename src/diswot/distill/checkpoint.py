@@ -48,6 +48,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def _load_any(path: str | Path, what: str) -> Any:
+    """``torch.load`` on the CPU with missing/unreadable files turned into one-line errors."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DiswotError(f"{what} {path} does not exist; pass the path of a .pt checkpoint file")

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from diswot.distill.checkpoint import (
     FORMAT,
+    _load_any,
     atomic_save,
     load_checkpoint,
     load_weights_into,
@@ -222,8 +223,6 @@ def _load_teacher(
     state = None
     if ckpt is not None:
         path = Path(ckpt).expanduser().resolve()
-        from diswot.distill.checkpoint import _load_any
-
         obj = _load_any(path, "teacher checkpoint")
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             if arch is not None and resolve_arch(arch) != obj["arch"]:
@@ -514,7 +513,9 @@ def _run_training(
         "distiller_settings": distiller.settings(),
     }
     kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
-    total_params = sum(p.numel() for p in student.parameters())
+    from diswot.models.cost import profile_arch
+
+    cost = profile_arch(arch, k, (1, *train_set.image_shape))
     ips = 0.0
 
     from tqdm.auto import tqdm
@@ -600,7 +601,8 @@ def _run_training(
         "dataset": data.name,
         "num_classes": k,
         "epochs": settings.epochs,
-        "params": total_params,
+        "params": cost.params,
+        "flops": cost.flops,
         "best_top1": best["top1"] if history else None,
         "best_top5": best["top5"] if history else None,
         "best_epoch": best["epoch"] if history else None,
