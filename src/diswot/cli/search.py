@@ -1,0 +1,223 @@
+"""``diswot search``: find the best student for a teacher within a size budget, without training.
+
+Every option defaults to "unset" so that ``--resume DIR`` can take the run's own settings from
+``DIR/settings.json`` and only options the user names explicitly are compared with them. With no
+option at all the command runs a built-in quick default (an NB201 search for a ResNet56 teacher under
+100M FLOPs) sized to finish in about three minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from diswot.cli._common import add_probe_args, print_json
+from diswot.search import (
+    ALGORITHMS,
+    DEFAULT_CYCLES,
+    DEFAULT_POPULATION,
+    DEFAULT_SAMPLE_SIZE,
+    default_out_dir,
+    read_settings,
+    run_search,
+)
+from diswot.spaces import list_spaces
+
+#: ``diswot search`` with no arguments (the README's ``make run``). Per scored candidate this costs
+#: one batch-16 forward of a random NB201 cell (the ResNet56 teacher is scored once per seed).
+QUICK_DEFAULT: dict[str, object] = {
+    "space": "nb201",
+    "teacher": "resnet56",
+    "target": "cifar100",
+    "max_flops": "100M",
+    "algorithm": "evolution",
+    "cycles": 120,
+    "population": 20,
+    "sample_size": 5,
+    "batch_size": 16,
+}
+
+#: Option dest -> fallback when neither the user nor a resumed run sets it.
+_FALLBACK: dict[str, object] = {
+    "space": "nb201",
+    "population": DEFAULT_POPULATION,
+    "sample_size": DEFAULT_SAMPLE_SIZE,
+    "crossover_prob": 0.0,
+    "seed": 0,
+    "proxy": "diswot",
+    "batch_size": 64,
+    "seeds": 1,
+    "init": "gaussian",
+    "data": "synthetic",
+    "device": "cpu",
+}
+
+_OPTIONS = (
+    "space",
+    "target",
+    "teacher",
+    "algorithm",
+    "cycles",
+    "population",
+    "sample_size",
+    "crossover_prob",
+    "seed",
+    "max_params",
+    "max_flops",
+    "min_params",
+    "min_flops",
+    "proxy",
+    "batch_size",
+    "seeds",
+    "init",
+    "data",
+    "data_root",
+    "device",
+    "out",
+    "resume",
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "search",
+        help="search a space for the best student within a params/FLOPs budget (no training)",
+        description="Aging evolution, random or exhaustive search over a student space, scoring "
+        "each candidate with the DisWOT score (or any proxy) against a randomly initialised "
+        "teacher. Writes candidates.jsonl, result.json and progress.png to the run folder; "
+        "--resume DIR continues a killed run exactly. With no arguments: a quick NB201 demo.",
+    )
+    p.add_argument("--space", help=f"search space: {', '.join(list_spaces())} (default nb201)")
+    p.add_argument(
+        "--target",
+        help="dataset target fixing classes/resolution (nb201: cifar10, cifar100 (default), "
+        "ImageNet16-120; s1: kd/cls, both 100 classes)",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        help="default: exhaustive for small spaces (s1), evolution otherwise",
+    )
+    p.add_argument(
+        "--cycles",
+        type=int,
+        help=f"scored candidates (default {DEFAULT_CYCLES}; exhaustive: all admissible)",
+    )
+    p.add_argument(
+        "--population", type=int, help=f"evolution population (default {DEFAULT_POPULATION})"
+    )
+    p.add_argument(
+        "--sample-size", type=int, help=f"evolution tournament size (default {DEFAULT_SAMPLE_SIZE})"
+    )
+    p.add_argument(
+        "--crossover-prob",
+        type=float,
+        help="chance a child is a crossover of two tournament winners (default 0: mutation only)",
+    )
+    p.add_argument("--seed", type=int, help="search RNG seed (default 0)")
+    for bound in ("max", "min"):
+        for what in ("params", "flops"):
+            p.add_argument(
+                f"--{bound}-{what}",
+                metavar="N",
+                help=f"{bound}imum {what} (inclusive), e.g. 278324, 100M, 40.82M, 1.5G",
+            )
+    p.add_argument("--proxy", help="objective: a registered proxy name (default diswot)")
+    p.add_argument("--out", help="run folder (default runs/search-<space>-<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_probe_args(p, teacher_default=None)
+    # Unset by default so a resumed run's settings fill them; _FALLBACK supplies the real defaults.
+    p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None)
+    return p
+
+
+def _from_settings(s: dict) -> dict[str, object]:
+    """Run-folder settings -> option values."""
+    budget = s.get("budget") or {}
+    return {
+        "space": s.get("space"),
+        "target": s.get("target"),
+        "teacher": s.get("teacher"),
+        "algorithm": s.get("algorithm"),
+        "cycles": s.get("cycles"),
+        "population": s.get("population"),
+        "sample_size": s.get("sample_size"),
+        "crossover_prob": s.get("crossover_prob"),
+        "seed": s.get("seed"),
+        "proxy": s.get("objective"),
+        "batch_size": s.get("batch_size"),
+        "seeds": s.get("probe_seeds"),
+        "init": s.get("init"),
+        "data": s.get("data"),
+        "device": s.get("device"),
+        **{k: budget.get(k) for k in ("max_params", "max_flops", "min_params", "min_flops")},
+    }
+
+
+def resolve_options(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
+    """Merge explicit options, a resumed run's settings, the quick default and fallbacks."""
+    given = {k: getattr(args, k, None) for k in _OPTIONS}
+    explicit = {k: v for k, v in given.items() if v is not None}
+    quick = not explicit
+    opts: dict[str, object] = dict(_FALLBACK)
+    if quick:
+        opts.update(QUICK_DEFAULT)
+    if args.resume:
+        stored = {k: v for k, v in _from_settings(read_settings(args.resume)).items()}
+        opts.update({k: v for k, v in stored.items() if v is not None})
+        # Budget bounds the old run did not set stay unset (not the fallbacks).
+        for k in ("max_params", "max_flops", "min_params", "min_flops", "cycles", "target"):
+            opts[k] = stored.get(k)
+    opts.update(explicit)
+    return opts, quick
+
+
+def run(args: argparse.Namespace) -> int:
+    opts, quick = resolve_options(args)
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        from diswot.errors import DiswotError
+
+        raise DiswotError("--out and --resume name different folders; give only --resume DIR")
+    out = Path(str(args.resume or opts.get("out") or default_out_dir(str(opts["space"]))))
+    if quick:
+        print(
+            "diswot search: no arguments, running the quick default: "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULT.items()),
+            file=sys.stderr,
+        )
+    print(
+        f"diswot search: {'resuming' if args.resume else 'writing'} {out}/",
+        file=sys.stderr,
+    )
+    result = run_search(
+        str(opts["space"]),
+        teacher=opts.get("teacher"),  # type: ignore[arg-type]
+        target=opts.get("target"),  # type: ignore[arg-type]
+        algorithm=opts.get("algorithm"),  # type: ignore[arg-type]
+        cycles=opts.get("cycles"),  # type: ignore[arg-type]
+        population=int(opts["population"]),  # type: ignore[arg-type]
+        sample_size=int(opts["sample_size"]),  # type: ignore[arg-type]
+        crossover_prob=float(opts["crossover_prob"]),  # type: ignore[arg-type]
+        seed=int(opts["seed"]),  # type: ignore[arg-type]
+        max_params=opts.get("max_params"),  # type: ignore[arg-type]
+        max_flops=opts.get("max_flops"),  # type: ignore[arg-type]
+        min_params=opts.get("min_params"),  # type: ignore[arg-type]
+        min_flops=opts.get("min_flops"),  # type: ignore[arg-type]
+        proxy=str(opts["proxy"]),
+        probe_seeds=opts["seeds"],  # type: ignore[arg-type]
+        batch_size=int(opts["batch_size"]),  # type: ignore[arg-type]
+        init=str(opts["init"]),
+        data=str(opts["data"]),
+        data_root=opts.get("data_root"),  # type: ignore[arg-type]
+        device=str(opts["device"]),
+        out_dir=out,
+        resume=bool(args.resume),
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.summary())
+    return 0
