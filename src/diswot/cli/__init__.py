@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from diswot.errors import DiswotError
 
 #: Subcommand modules, in the order ``diswot --help`` lists them.
-COMMANDS: tuple[str, ...] = ("score", "rank", "train", "distill", "evaluate")
+COMMANDS: tuple[str, ...] = ("score", "rank", "search", "train", "distill", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
