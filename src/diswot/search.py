@@ -663,6 +663,7 @@ class SearchResult:
     steps: int
     rejected: int
     seconds: float
+    loop_seconds: float = 0.0
     out_dir: Path | None = None
 
     @property
@@ -681,6 +682,7 @@ class SearchResult:
             "rejected_by_budget": self.rejected,
             "stop_reason": self.stop_reason,
             "seconds": round(self.seconds, 3),
+            "loop_seconds": round(self.loop_seconds, 3),
             "seed": self.settings["seed"],
             "settings": self.settings,
             "versions": _versions(),
@@ -908,6 +910,7 @@ def run_search(
     if out is not None:
         _write_settings(out, settings)
     eng.start(progress, sp.name)
+    t_loop = time.perf_counter()
     rng = random.Random(int(seed))
     try:
         if algorithm == "evolution":
@@ -918,6 +921,7 @@ def run_search(
             stop = _exhaustive(eng)
     finally:
         eng.close()
+    loop_seconds = time.perf_counter() - t_loop
     if not eng.order:
         raise DiswotError("the search scored no candidate; raise --cycles or loosen the budget")
     if len(recorded) > len(eng.order):
@@ -951,6 +955,7 @@ def run_search(
         steps=eng.steps,
         rejected=eng.rejected,
         seconds=time.perf_counter() - t0,
+        loop_seconds=loop_seconds,
         out_dir=out,
     )
     if out is not None:
@@ -973,15 +978,10 @@ def _proxy_objective(
     device: str,
 ) -> ProxyObjective:
     """A :class:`ProxyObjective` over a Scorer that builds students with the space's own builder."""
-    from diswot.models import create_model
     from diswot.probe import Scorer
     from diswot.proxies import get_proxy
 
     spec = get_proxy(proxy)
-    if isinstance(teacher, str):
-        # Built here (not by the Scorer's builder, which builds the space's students); the Scorer
-        # re-initialises it under each probe seed, exactly as it would a teacher given by name.
-        teacher = create_model(teacher, num_classes=num_classes)
     classifier, feature = sp.feature_hooks
     scorer = Scorer(
         teacher,

@@ -32,7 +32,7 @@ QUICK_DEFAULT: dict[str, object] = {
     "target": "cifar100",
     "max_flops": "100M",
     "algorithm": "evolution",
-    "cycles": 120,
+    "cycles": 100,
     "population": 20,
     "sample_size": 5,
     "batch_size": 16,
