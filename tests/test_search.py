@@ -188,6 +188,22 @@ def test_duplicates_are_looked_up_not_rescored():
     assert [c["step"] for c in res.candidates] == list(range(1, 17))
 
 
+def test_crossover_is_optional_and_deterministic():
+    def objective(arch: str) -> float:  # optimum 757, separable per stage
+        return -sum(abs(int(a) - int(b)) for a, b in zip(arch, "757"))
+
+    kw = {"objective": objective, "algorithm": "evolution", "cycles": 30, "population": 6,
+          "sample_size": 3, "seed": 4}  # fmt: skip
+    mutation_only = run_search("s1", **kw)
+    crossed = run_search("s1", crossover_prob=0.7, **kw)
+    again = run_search("s1", crossover_prob=0.7, **kw)
+    assert [c["arch"] for c in crossed.candidates] == [c["arch"] for c in again.candidates]
+    assert [c["arch"] for c in crossed.candidates] != [c["arch"] for c in mutation_only.candidates]
+    assert crossed.winner["arch"] == mutation_only.winner["arch"] == "757"
+    with pytest.raises(DiswotError, match="--crossover-prob must be in"):
+        run_search("s1", crossover_prob=1.5, **kw)
+
+
 def test_exhausted_space_stops_instead_of_spinning():
     space = ToySpace(n=2, k=3)  # 9 archs, 100 asked
     res = run_search(
