@@ -395,7 +395,6 @@ class _Engine:
         self.best: dict | None = None
         self.steps = 0
         self.rejected = 0
-        self.new_seconds = 0.0
         self._admissible: list[str] | None = None
         self._sum, self._n = 0.0, 0
         self._fh = None
@@ -466,9 +465,7 @@ class _Engine:
             seen.append(arch)
         pool = self.admissible_list()
         if pool is None:
-            raise DiswotError(
-                self._nothing_admitted(seen, f"{len(seen)} random samples") + " (or raise retries)"
-            )
+            raise DiswotError(self._nothing_admitted(seen, f"{len(seen)} random samples"))
         return rng.choice(pool)
 
     def mutate_admissible(self, parent: str, rng: random.Random) -> str | None:
@@ -515,7 +512,6 @@ class _Engine:
             assert self.objective is not None
             ev = _as_evaluation(self.objective(arch))
             seconds = time.perf_counter() - t0
-            self.new_seconds += seconds
             rec = {
                 "step": step,
                 "arch": arch,
