@@ -40,6 +40,15 @@ ALL_CONV3 = (
 README_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Batch-1/2 forwards of tiny nets only lose from intra-op threads on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @lru_cache(maxsize=1)
 def _zc() -> dict:
     return json.loads(ZC_JSON.read_text())
