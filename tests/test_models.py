@@ -399,6 +399,8 @@ def test_parse_arch_rejects_malformed(bad: str) -> None:
         (lambda: create_model("resnet_0-1-1"), ">= 1"),
         (lambda: create_model("resnet20", num_classes=1), "num_classes"),
         (lambda: create_model(README_ARCH, num_classes=0), "num_classes"),
+        (lambda: NB201Network(README_ARCH, num_classes=1), "num_classes"),
+        (lambda: CifarResNet((3, 3), num_classes=10), "3 stage depths"),
         (lambda: naslib_to_arch("(0, 1, 2)"), "6 op indices"),
         (lambda: naslib_to_arch((0, 1, 2, 3, 4, 5)), "6 op indices"),
         (lambda: naslib_to_arch("0, 1, 2, 3, 4, 1"), "NASLib tuple"),
