@@ -102,6 +102,9 @@ def test_parts_match_independent_computations_on_a_tiny_model() -> None:
     # nwot: the same value as the registered NASWOT proxy, which runs its own input-grad pass.
     assert parts.nwot == pytest.approx(get_proxy("nwot").fn(sc.probe("w4", 0)), rel=1e-9)
     assert parts.expr == pytest.approx(parts.nwot / 8)
+    # The kernel diagonal counts ReLU units per sample: 4 x 8 x 8 + 6 x 8 x 8 on 8x8 inputs.
+    assert parts.log_units == pytest.approx(math.log(4 * 64 + 6 * 64))
+    assert parts.decorrelation <= 1e-12
     # cka: recomputed from a fresh forward of an identically built student.
     model = sc.build("w4", 1000 * 0 + 2)
     model.train()

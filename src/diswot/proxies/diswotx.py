@@ -61,6 +61,12 @@ class XParts:
     expr: float  # nwot / N
     cka: float  # linear CKA(teacher, student) of pre-pool features, in [0, 1]
     batch: int
+    log_units: float = math.nan  # ln d, d = ReLU units per sample (the kernel's diagonal)
+
+    @property
+    def decorrelation(self) -> float:
+        """``expr - ln d = mean ln eig(K / d)`` (<= 0): expressivity with the unit count removed."""
+        return self.expr - self.log_units
 
 
 def centred_gram(x: Tensor) -> Tensor:
@@ -135,6 +141,7 @@ def _compute(probe: StudentProbe) -> XParts:
         expr=expr,
         cka=cka,
         batch=n,
+        log_units=math.log(float(mode.kernel[0, 0])) if float(mode.kernel[0, 0]) > 0 else math.nan,
     )
 
 
