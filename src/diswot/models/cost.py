@@ -8,7 +8,7 @@ Two FLOP conventions are offered, because the literature uses both and they diff
     ``addmm``. This is the number quoted for CIFAR ResNets (ResNet20 = 40.82 M) and NB201's own
     ``get_model_infos`` (all-``nor_conv_3x3`` cell = 220.12 M).
 
-``"nb201"`` (default)
+``"nb201"``
     The convention of NASLib's precomputed ``flops`` scores for NB201 (``zc_nasbench201_*.json``),
     which were counted per module with torchstat-style rules. On top of the MACs above it adds,
     per forward pass of each module (batch included):
@@ -25,6 +25,11 @@ Two FLOP conventions are offered, because the literature uses both and they diff
     counts equal NASLib's ``flops`` (and the parameter counts its ``params``) for every cell in the
     data set to the printed precision, on CIFAR-10, CIFAR-100 and ImageNet16-120 (16x16 input).
     The all-``nor_conv_3x3`` cell with 10 classes gives 222.860992 M.
+
+``"auto"`` (default)
+    ``"nb201"`` for NAS-Bench-201 cell networks, so their counts match the NB201/NASLib tables
+    (222.86 M for the all-conv3x3 cell), and ``"macs"`` for everything else, so ResNet20 reads the
+    40.82 M quoted everywhere. Both numbers the issue tracker and the literature quote hold at once.
 
 torch's counter has no formulas for normalisation, activations or pooling, so those extra terms are
 added from forward hooks on the modules (the convention is defined per module, so hooks are the
@@ -48,8 +53,8 @@ from diswot.errors import DiswotError
 
 __all__ = ["CONVENTIONS", "ModelCost", "count_params", "profile", "profile_arch"]
 
-Convention = Literal["nb201", "macs"]
-CONVENTIONS: tuple[str, ...] = ("nb201", "macs")
+Convention = Literal["auto", "nb201", "macs"]
+CONVENTIONS: tuple[str, ...] = ("auto", "nb201", "macs")
 
 _RELU_TYPES = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU)
 _POOL_TYPES = (nn.AvgPool2d, nn.MaxPool2d)
@@ -209,7 +214,7 @@ def _count(model: nn.Module, x: torch.Tensor, convention: str) -> int:
 def profile(
     model: nn.Module,
     input_size: tuple[int, ...] = (1, 3, 32, 32),
-    convention: Convention = "nb201",
+    convention: Convention = "auto",
 ) -> ModelCost:
     """Count ``model``'s parameters and FLOPs for one forward pass of a zero tensor of ``input_size``.
 
@@ -223,6 +228,10 @@ def profile(
         raise DiswotError(
             f"unknown FLOP convention {convention!r}; known: {', '.join(CONVENTIONS)}"
         )
+    if convention == "auto":
+        from diswot.models.nb201 import NB201Network
+
+        convention = "nb201" if isinstance(model, NB201Network) else "macs"
     size = tuple(int(s) for s in input_size)
     if len(size) < 2 or any(s < 1 for s in size):
         raise DiswotError(f"input_size must be positive dims like (1, 3, 32, 32); got {input_size}")
@@ -264,7 +273,7 @@ def profile_arch(
     name: str,
     num_classes: int = 100,
     input_size: tuple[int, ...] = (1, 3, 32, 32),
-    convention: Convention = "nb201",
+    convention: Convention = "auto",
 ) -> ModelCost:
     """Cached :func:`profile` of ``create_model(name, num_classes)``; search re-profiles a lot."""
     return _profile_arch_cached(
