@@ -14,9 +14,12 @@ better after ``value * spec.sign``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.stats import rankdata
 
 from diswot._registry import Registry
 from diswot.errors import DiswotError
@@ -103,15 +106,66 @@ def resolve_proxies(
     return list(dict.fromkeys(names))
 
 
-_BUILTIN_MODULES = ("diswot.proxies.basic",)
+def ensemble_members(name: str) -> list[str] | None:
+    """The member proxies of an ensemble name ``"a+b+..."`` (validated), or ``None`` for a plain name.
+
+    An ensemble is not a registered proxy: its value for one architecture is its mean rank *within
+    the ranked set*, so it only exists once a whole set has been scored (see :func:`rank_average`).
+    """
+    if "+" not in name:
+        return None
+    members = [m.strip().lower() for m in name.split("+")]
+    if len(members) < 2 or not all(members):
+        raise DiswotError(
+            f"ensemble '{name}' needs two or more proxy names joined by '+', e.g. diswot+params"
+        )
+    if len(set(members)) != len(members):
+        raise DiswotError(f"ensemble '{name}' lists a proxy twice; name each member once")
+    for m in members:
+        get_proxy(m)
+    return members
+
+
+def rank_average(columns: dict[str, Sequence[float]]) -> list[float]:
+    """Rank-average ensemble of proxy columns (one value per architecture, same order in each).
+
+    Each member is oriented by its ``sign`` (larger = better) and converted to ranks 1..n (average
+    ranks for ties; non-finite values share the lowest rank, so a member that fails on an
+    architecture votes it last); the ensemble value is the mean rank, larger = better. Ranks make
+    members with wildly different scales (parameter counts, log-determinants) count equally.
+    """
+    if not columns:
+        raise DiswotError("an ensemble needs at least one member column")
+    n = {len(v) for v in columns.values()}
+    if len(n) != 1:
+        raise DiswotError("ensemble member columns must have one value per architecture each")
+    total = np.zeros(n.pop(), dtype=np.float64)
+    for name, values in columns.items():
+        v = np.asarray(values, dtype=np.float64) * get_proxy(name).sign
+        v = np.where(np.isfinite(v), v, -np.inf)
+        total += rankdata(v, method="average")
+    return (total / len(columns)).tolist()
+
+
+_BUILTIN_MODULES = (
+    "diswot.proxies.basic",
+    "diswot.proxies.gradient",
+    "diswot.proxies.jacobian",
+    "diswot.proxies.activation",
+    "diswot.proxies.weight",
+    "diswot.proxies.distill",
+    "diswot.proxies.diswotx",
+)
 for _m in _BUILTIN_MODULES:
     importlib.import_module(_m)
 
 __all__ = [
     "PROXIES",
     "ProxySpec",
+    "ensemble_members",
     "get_proxy",
     "list_proxies",
+    "rank_average",
     "register_proxy",
     "resolve_proxies",
 ]
