@@ -1,9 +1,24 @@
-"""Rank a set of students with proxies and measure the ranking against shipped ground truth.
+"""Rank a space's students with zero-cost proxies and measure each ranking against shipped ground truth.
 
-The work is resumable and incremental: every (architecture, seed) evaluation is appended to
-``scores.jsonl`` in the run folder as soon as it is computed (a half-written last line from a killed run
-is dropped on reload), and a rerun with the same folder only computes what is missing, including new
-proxies for architectures already scored. Non-finite scores are kept, ranked last, and counted.
+``diswot rank`` is the benchmark of the proxy zoo (:mod:`diswot.proxies`). Everything about the set of
+architectures comes from the search space (:func:`diswot.spaces.get_space`): its targets and what each
+fixes (class count, resolution; NB201 networks and the teacher get 10/100/120 classes), its ground
+truth, its default sample, its builder and cost model. A new space therefore works here unchanged.
+
+Incremental and resumable: every (architecture, seed) evaluation is appended to ``scores.jsonl`` in the
+run folder as soon as it is computed (a half-written last line from a killed run is dropped on reload),
+and a rerun with the same folder only computes what is missing, including new proxies for architectures
+already scored and new seeds. Students are built, scored and dropped one at a time (streaming), so a
+sample of any size runs in constant memory, and a sample can be split with ``shard=(i, n)`` into
+folders that :func:`merge_runs` joins.
+
+Statistics per proxy and target (see :mod:`diswot.rankstats`): Kendall, Spearman, Pearson, P@top-5%
+and BR@5%, each computed per seed and reported as mean and population std over seeds. Non-finite
+scores are kept, ranked last, and counted. Ensembles ``"a+b"`` are rank averages of their members,
+formed per seed over the ranked set (:func:`diswot.proxies.rank_average`).
+
+For NB201, published reference scores of the same cells are correlated with the same ground truth
+and shown beside ours: NASLib's precomputed proxies (725 cells) and the Zen-scores (all cells).
 """
 
 from __future__ import annotations
@@ -24,52 +39,95 @@ from tqdm import tqdm
 from diswot import __version__, bench, rankstats
 from diswot.errors import DiswotError
 from diswot.probe import Scorer
-from diswot.proxies import get_proxy, resolve_proxies
-
-#: Per-space defaults: the ground-truth targets, the default teacher and probe resolution per target.
-SPACE_TARGETS: dict[str, tuple[str, ...]] = {
-    "s1": ("kd", "cls"),
-    "nb201": ("cifar10", "cifar100", "ImageNet16-120"),
-}
-DEFAULT_TEACHER = {"s1": "resnet110", "nb201": "resnet56"}
-NB201_DATASET = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16-120": (120, 16)}
+from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
+from diswot.spaces import SearchSpace, get_space
 
 #: Proxies always reported beside the requested ones: the trivial baselines.
 BASELINES = ("params", "flops")
+
+#: Statistics reported per proxy and target, in table order (keys of :func:`rankstats.correlate`).
+STATS = ("kendall", "spearman", "pearson", "precision_at_top", "best_rank_at_top")
+
+#: Settings that change scores: a run folder refuses to mix runs that differ in any of them.
+FIXED_SETTINGS = ("space", "teacher", "num_classes", "image_size", "batch_size", "init", "data")
+
+Scores = dict[str, dict[int, dict[str, float]]]  # arch -> seed -> proxy -> value
 
 
 @dataclass
 class RankResult:
     """Correlations of every proxy with every target, plus the raw per-architecture scores."""
 
+    space: str
     archs: list[str]
-    proxies: list[str]
+    proxies: list[str]  # scored proxies, then ensembles
+    ensembles: dict[str, list[str]]
     targets: list[str]
-    scores: dict[str, dict[int, dict[str, float]]]  # arch -> seed -> proxy -> value
+    seeds: list[int]
+    scores: Scores
     truth: dict[str, dict[str, float]]  # target -> arch -> accuracy
+    seconds_per_arch: dict[str, float] = field(default_factory=dict)
     correlations: list[dict] = field(default_factory=list)
     out_dir: Path | None = None
     seconds: float = 0.0
+    shard: tuple[int, int] | None = None
+
+    def column(self, proxy: str, seed: int) -> list[float]:
+        """One seed's values of ``proxy`` (an ensemble: its rank average) in ``archs`` order."""
+        if proxy in self.ensembles:
+            return rank_average({m: self.column(m, seed) for m in self.ensembles[proxy]})
+        return [self.scores[a][seed][proxy] for a in self.archs]
+
+    def mean_column(self, proxy: str) -> list[float]:
+        """Seed-mean values of ``proxy`` (NaN when any seed is non-finite)."""
+        cols = np.array([self.column(proxy, s) for s in self.seeds], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return cols.mean(axis=0).tolist()
 
     def table(self, target: str | None = None) -> str:
-        """A Markdown table, proxies as rows sorted by Kendall on the first target."""
-        targets = [target] if target else self.targets
-        rows = {}
-        for c in self.correlations:
-            rows.setdefault(c["proxy"], {})[c["target"]] = c
-        first = targets[0]
-        order = sorted(rows, key=lambda p: -_nan_low(rows[p][first]["kendall"]))
-        head = "| proxy | " + " | ".join(f"{t} Kendall | {t} Spearman" for t in targets)
-        head += " | non-finite |"
-        sep = "|---" * (2 * len(targets) + 2) + "|"
-        lines = [head, sep]
-        for p in order:
-            cells = []
-            for t in targets:
-                c = rows[p][t]
-                cells.append(_pm(c["kendall"], c["kendall_std"]))
-                cells.append(_pm(c["spearman"], c["spearman_std"]))
-            lines.append(f"| {p} | " + " | ".join(cells) + f" | {rows[p][first]['n_nonfinite']} |")
+        """Markdown tables, one per target: proxies as rows, sorted by mean Kendall."""
+        return "\n\n".join(self._table(t) for t in ([target] if target else self.targets))
+
+    def _table(self, target: str) -> str:
+        rows = [c for c in self.correlations if c["target"] == target]
+        rows.sort(key=lambda c: -_nan_low(c["kendall"]))
+        with_ref = any("reference_kendall" in c for c in rows)
+        evals = len(self.archs) * len(self.seeds)
+        seeds = f"{len(self.seeds)} seed" + (
+            "s, mean ± std over seeds" if len(self.seeds) > 1 else ""
+        )
+        title = f"**{self.space} / {target}**: {len(self.archs)} architectures, {seeds}"
+        if self.shard:
+            title += f" (shard {self.shard[0]}/{self.shard[1]} only)"
+        head = [
+            "proxy",
+            "Kendall",
+            "Spearman",
+            "Pearson",
+            "P@top5%",
+            "BR@5%",
+            f"non-finite (of {evals})",
+            "s/arch",
+        ]
+        if with_ref:
+            head.append("reference Kendall (cells)")
+        lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for c in rows:
+            cells = [f"`{c['proxy']}`"]
+            for key in STATS:
+                digits = 0 if key == "best_rank_at_top" else 3
+                cells.append(_pm(c[key], c[f"{key}_std"], digits))
+            cells.append(str(int(c["n_nonfinite"])))
+            sec = self.seconds_per_arch.get(c["proxy"])
+            cells.append("" if sec is None else f"{sec:.3f}")
+            if with_ref:
+                ref = c.get("reference_kendall")
+                cells.append(
+                    ""
+                    if ref is None
+                    else f"{ref:.3f} ({c['reference_source']}, {c['reference_n']})"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
@@ -77,22 +135,123 @@ def _nan_low(x: float) -> float:
     return -math.inf if not math.isfinite(x) else x
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.3f}" if std == 0 else f"{mean:.3f} ± {std:.3f}"
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "nan"
+    return f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def space_archs(space: str, sample: int | None, sample_seed: int) -> list[str]:
-    """The architectures ``rank`` scores: all 64 of S1, or a seeded NB201 sample."""
-    if space == "s1":
-        return sorted(bench.s1_accuracy("kd"))
-    if space == "nb201":
-        return bench.nb201_sample(sample or 200, sample_seed)
-    raise DiswotError(f"unknown space '{space}'; known: {', '.join(SPACE_TARGETS)}")
+# ------------------------------------------------------------------------------------ inputs
 
 
-def load_scores(path: Path) -> dict[str, dict[int, dict[str, float]]]:
-    """Read ``scores.jsonl``; a truncated or corrupt last line (a killed run) is dropped."""
-    scores: dict[str, dict[int, dict[str, float]]] = {}
+def parse_proxies(spec: str | Sequence[str], *, has_teacher: bool) -> tuple[list[str], dict]:
+    """``"all"``, ``"a,b,c+d"`` or a list -> (proxies to score, ensembles ``{name: members}``).
+
+    ``all`` may be combined with others (``all,diswot+params``). Members of an ensemble are scored
+    too; the baselines ``params`` and ``flops`` are always added.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [i.strip().lower() for i in items if i.strip()]
+    if not items:
+        raise DiswotError("no proxy given; use --proxy all or a comma list of proxy names")
+    plain: list[str] = []
+    ensembles: dict[str, list[str]] = {}
+    for item in items:
+        members = ensemble_members(item)
+        if members is None:
+            plain.extend(resolve_proxies(item, has_teacher=has_teacher))
+        else:
+            resolve_proxies(members, has_teacher=has_teacher)
+            ensembles["+".join(members)] = members
+            plain.extend(members)
+    plain.extend(BASELINES)
+    return list(dict.fromkeys(plain)), ensembles
+
+
+def read_archs_file(path: str | Path, space: SearchSpace) -> list[str]:
+    """Architectures listed one per line (``#`` comments and blank lines skipped), canonicalised.
+
+    For NB201 a line may also be a NASLib tuple such as ``(0, 2, 3, 2, 3, 1)``, so cell lists from
+    NASLib-based tools can be scored as they are.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DiswotError(f"--archs file {p} not found; give a file with one architecture per line")
+    archs: list[str] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(p.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("(") and space.name == "nb201":
+            from diswot.models.nb201 import naslib_to_arch
+
+            line = naslib_to_arch(line)
+        try:
+            arch = space.validate(line)
+        except DiswotError as exc:
+            raise DiswotError(f"{p} line {i}: {exc}") from None
+        if arch in seen:
+            raise DiswotError(
+                f"{p} line {i} repeats the architecture of line {seen[arch]}; list each once"
+            )
+        seen[arch] = i
+        archs.append(arch)
+    if not archs:
+        raise DiswotError(f"--archs file {p} lists no architectures; give one per line")
+    return archs
+
+
+def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"i/n"`` (``0 <= i < n``) -> ``(i, n)``; ``None`` passes through."""
+    if text is None or isinstance(text, tuple):
+        shard = text
+    else:
+        try:
+            i, n = (int(x) for x in str(text).split("/"))
+            shard = (i, n)
+        except ValueError:
+            raise DiswotError(f"--shard must look like i/N, e.g. 0/4; got {text!r}") from None
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise DiswotError(f"--shard i/N needs 0 <= i < N, got {shard[0]}/{shard[1]}")
+    return shard
+
+
+def _targets(space: SearchSpace, target: str | Sequence[str] | None) -> list[str]:
+    """Requested targets (default: every target sharing the default target's dataset)."""
+    if not space.targets:
+        raise DiswotError(f"space '{space.name}' ships no ground truth to rank against")
+    if target is None:
+        spec = space.dataset(None)
+        return [t for t in space.targets if space.dataset(t) == spec]
+    names = target.split(",") if isinstance(target, str) else list(target)
+    names = [n.strip() for n in names if n.strip()]
+    known = {t.lower(): t for t in space.targets}
+    out = []
+    for n in names:
+        if n.lower() not in known and not (space.name == "s1" and n.lower() == "vanilla"):
+            raise DiswotError(
+                f"space '{space.name}' has no target '{n}'; known: {', '.join(space.targets)}"
+            )
+        out.append(known.get(n.lower(), n))
+    specs = {space.dataset(t) for t in out}
+    if len(specs) > 1:
+        raise DiswotError(
+            f"targets {', '.join(out)} need different class counts or resolutions; rank them in "
+            "separate runs"
+        )
+    return list(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------------------------ cache
+
+
+def load_scores(path: Path, times: dict | None = None) -> Scores:
+    """Read ``scores.jsonl``; a truncated or corrupt last line (a killed run) is dropped.
+
+    ``times``, when given, receives ``arch -> seed -> proxy -> seconds`` from the same records.
+    """
+    scores: Scores = {}
     if not path.exists():
         return scores
     lines = path.read_text().splitlines()
@@ -100,15 +259,16 @@ def load_scores(path: Path) -> dict[str, dict[int, dict[str, float]]]:
         try:
             rec = json.loads(line)
             arch, seed, values = rec["arch"], int(rec["seed"]), rec["values"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            vals = {k: (math.nan if v is None else float(v)) for k, v in values.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             if i == len(lines) - 1:
                 break
             raise DiswotError(
                 f"{path} line {i + 1} is corrupt; delete that line or the file to rescore"
             ) from exc
-        scores.setdefault(arch, {}).setdefault(seed, {}).update(
-            {k: (math.nan if v is None else float(v)) for k, v in values.items()}
-        )
+        scores.setdefault(arch, {}).setdefault(seed, {}).update(vals)
+        if times is not None and isinstance(rec.get("seconds"), dict):
+            times.setdefault(arch, {}).setdefault(seed, {}).update(rec["seconds"])
     return scores
 
 
@@ -116,17 +276,176 @@ def _json_value(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _record(arch: str, seed: int, values: dict[str, float], seconds: dict[str, float]) -> str:
+    return json.dumps(
+        {
+            "arch": arch,
+            "seed": seed,
+            "values": {k: _json_value(v) for k, v in values.items()},
+            "seconds": {k: round(v, 5) for k, v in seconds.items()},
+        }
+    )
+
+
+def evaluate_timed(
+    scorer: Scorer, arch: str, proxies: Sequence[str], seed: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Values and seconds of ``proxies`` for one (architecture, seed) on one shared probe.
+
+    Same failure policy as :meth:`Scorer.evaluate` (a numerical failure gives NaN, a user error
+    propagates); a pass shared by several proxies is charged to the first that asks for it.
+    """
+    probe = scorer.probe(arch, seed)
+    values: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for name in proxies:
+        spec = get_proxy(name)
+        t0 = time.perf_counter()
+        try:
+            value = float(spec.fn(probe))
+        except DiswotError:
+            raise
+        except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError):
+            value = math.nan
+        seconds[name] = time.perf_counter() - t0
+        values[name] = value
+    return values, seconds
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+@dataclass
+class _Plan:
+    space: SearchSpace
+    settings: dict
+    archs: list[str]  # full list (before sharding)
+    targets: list[str]
+    truth: dict[str, dict[str, float]]
+    names: list[str]
+    ensembles: dict[str, list[str]]
+    seeds: list[int]
+    shard: tuple[int, int] | None
+
+    @property
+    def my_archs(self) -> list[str]:
+        if self.shard is None:
+            return self.archs
+        i, n = self.shard
+        return self.archs[i::n]
+
+
+def _plan(
+    space: str | SearchSpace,
+    *,
+    teacher: str | None,
+    proxies: str | Sequence[str],
+    seeds: int | Sequence[int],
+    batch_size: int,
+    target: str | Sequence[str] | None,
+    sample: int | None,
+    sample_seed: int,
+    archs: Sequence[str] | str | Path | None,
+    init: str,
+    data: str,
+    device: str,
+    shard: tuple[int, int] | str | None,
+) -> _Plan:
+    sp = get_space(space)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise DiswotError("--seeds must be at least 1")
+    if len(set(seed_list)) != len(seed_list):
+        raise DiswotError("seeds must be distinct")
+    if teacher is None:
+        teacher = sp.default_teacher or None
+    elif teacher.lower() == "none":
+        teacher = None
+    targets = _targets(sp, target)
+    ds = sp.dataset(targets[0])
+    truth = {t: sp.ground_truth(t) for t in targets}
+    if isinstance(archs, (str, Path)):
+        arch_list = read_archs_file(archs, sp)
+    elif archs is not None:
+        arch_list = [sp.validate(a) for a in archs]
+    else:
+        if sample is not None and sample < 1:
+            raise DiswotError(f"--sample must be at least 1, got {sample}")
+        arch_list = list(sp.rank_archs(sample, sample_seed))
+    if not arch_list:
+        raise DiswotError("no architectures to rank; give a non-empty sample or --archs file")
+    if len(arch_list) < 2:
+        raise DiswotError("ranking needs at least 2 architectures")
+    for t in targets:
+        missing = [a for a in arch_list if a not in truth[t]]
+        if missing:
+            raise DiswotError(
+                f"{len(missing)} architectures have no {t} ground truth in space '{sp.name}', "
+                f"e.g. {missing[0]!r}; rank only architectures of the benchmark"
+            )
+    names, ensembles = parse_proxies(proxies, has_teacher=teacher is not None)
+    shard_t = parse_shard(shard)
+    settings = {
+        "space": sp.name,
+        "teacher": teacher,
+        "targets": targets,
+        "num_classes": ds.num_classes,
+        "image_size": ds.image_size,
+        "batch_size": batch_size,
+        "seeds": seed_list,
+        "init": init,
+        "data": data,
+        "device": device,
+        "sample": sample,
+        "sample_seed": sample_seed,
+        "n_archs": len(arch_list),
+        "proxies": names,
+        "ensembles": ensembles,
+        "shard": list(shard_t) if shard_t else None,
+    }
+    return _Plan(sp, settings, arch_list, targets, truth, names, ensembles, seed_list, shard_t)
+
+
+def _make_scorer(plan: _Plan, data_root: str | None) -> Scorer:
+    from diswot.models import create_model
+
+    s = plan.settings
+    teacher = s["teacher"]
+    if isinstance(teacher, str):
+        # Built here, with the target's class count (the Scorer's builder builds the space's
+        # students); the Scorer re-initialises it under each probe seed.
+        teacher = create_model(teacher, num_classes=s["num_classes"])
+    classifier, feature = getattr(plan.space, "feature_hooks", (None, None))
+    sp = plan.space
+    return Scorer(
+        teacher,
+        num_classes=s["num_classes"],
+        batch_size=s["batch_size"],
+        seeds=plan.seeds,
+        init=s["init"],
+        data=s["data"],
+        data_root=data_root,
+        image_size=s["image_size"],
+        device=s["device"],
+        student_classifier=classifier,
+        student_feature=feature,
+        builder=sp.build,
+        coster=lambda arch, k, size: sp.cost(arch, k, size[-1]),
+    )
+
+
 def run_rank(
-    space: str = "s1",
+    space: str | SearchSpace = "s1",
     *,
     teacher: str | None = None,
     proxies: str | Sequence[str] = ("diswot", "ms", "mr"),
     seeds: int | Sequence[int] = 1,
     batch_size: int = 64,
-    target: str | None = None,
+    target: str | Sequence[str] | None = None,
     sample: int | None = None,
     sample_seed: int = 0,
-    archs: Sequence[str] | None = None,
+    archs: Sequence[str] | str | Path | None = None,
+    shard: tuple[int, int] | str | None = None,
     out_dir: str | Path | None = None,
     init: str = "gaussian",
     data: str = "synthetic",
@@ -134,114 +453,114 @@ def run_rank(
     device: str = "cpu",
     progress: bool = True,
 ) -> RankResult:
-    """Score the students of ``space`` and correlate every proxy with the ground truth.
+    """Score the students of ``space`` with ``proxies`` and correlate each with the ground truth.
 
-    For S1 all 64 students are scored against both targets (``kd`` and ``cls``). For NB201 the network
-    and the teacher get the class count of ``target`` (10/100/120, ImageNet16-120 at 16x16 input) and a
-    seeded ``sample`` of cells is scored (or exactly ``archs``).
+    Args:
+        space: a space name (``s1``, ``nb201``, ...) or instance.
+        teacher: teacher model name (default: the space's), or ``"none"`` for teacher-free proxies.
+        proxies: ``"all"``, a comma list, or a list; ``"a+b"`` adds a rank-average ensemble.
+        seeds: a count (seeds ``0..k-1``) or explicit seeds; every figure is reported as mean and std.
+        target: one target or a comma list sharing a dataset (default: the space's default target and
+            every target sharing its dataset, e.g. S1 ``kd`` and ``cls``).
+        sample, sample_seed: size and seed of the space's ground-truth sample (NB201: 200 cells).
+        archs: explicit architectures, or a path to a file listing one per line (NB201 also takes
+            NASLib tuples); overrides ``sample``.
+        shard: ``(i, n)`` or ``"i/n"``: score only every ``n``-th architecture starting at ``i``;
+            join the shard folders with :func:`merge_runs`.
+        out_dir: run folder (cache, CSV, tables, plot); ``None`` keeps everything in memory.
     """
     t0 = time.perf_counter()
-    if space not in SPACE_TARGETS:
-        raise DiswotError(f"unknown space '{space}'; known: {', '.join(SPACE_TARGETS)}")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not seed_list:
-        raise DiswotError("--seeds must be at least 1")
-    teacher = teacher or DEFAULT_TEACHER[space]
-    if space == "s1":
-        targets = [target] if target else list(SPACE_TARGETS["s1"])
-        num_classes, image_size = 100, 32
-    else:
-        target = target or "cifar100"
-        key = target.lower()
-        if key not in NB201_DATASET:
-            raise DiswotError(
-                f"space nb201 has no target '{target}'; use one of {', '.join(SPACE_TARGETS['nb201'])}"
-            )
-        targets = [target]
-        num_classes, image_size = NB201_DATASET[key]
-    truth = {t: bench.ground_truth(space, t) for t in targets}
-    arch_list = list(archs) if archs is not None else space_archs(space, sample, sample_seed)
-    if not arch_list:
-        raise DiswotError("no architectures to rank; give a non-empty sample or --archs file")
-    missing = [a for a in arch_list if a not in truth[targets[0]]]
-    if missing:
-        raise DiswotError(f"{len(missing)} architectures have no ground truth, e.g. {missing[0]!r}")
-    names = resolve_proxies(proxies, has_teacher=True)
-    names = names + [b for b in BASELINES if b not in names]
-
-    scorer = Scorer(
-        teacher,
-        num_classes=num_classes,
+    plan = _plan(
+        space,
+        teacher=teacher,
+        proxies=proxies,
+        seeds=seeds,
         batch_size=batch_size,
-        seeds=seed_list,
+        target=target,
+        sample=sample,
+        sample_seed=sample_seed,
+        archs=archs,
         init=init,
         data=data,
-        data_root=data_root,
-        image_size=image_size,
         device=device,
+        shard=shard,
     )
+    scorer = _make_scorer(plan, data_root)
     out = Path(out_dir) if out_dir else None
-    cache_path = out / "scores.jsonl" if out else None
+    cache = out / "scores.jsonl" if out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        settings = {
-            "space": space,
-            "teacher": teacher,
-            "targets": targets,
-            "num_classes": num_classes,
-            "image_size": image_size,
-            "batch_size": batch_size,
-            "seeds": seed_list,
-            "init": init,
-            "data": data,
-            "device": device,
-            "sample": sample,
-            "sample_seed": sample_seed,
-            "n_archs": len(arch_list),
-            "proxies": names,
-        }
-        _check_settings(out / "settings.json", settings)
-    scores = load_scores(cache_path) if cache_path else {}
+        _check_settings(out / "settings.json", plan.settings)
+        (out / "archs.txt").write_text("\n".join(plan.archs) + "\n")
+    times: dict = {}
+    scores = load_scores(cache, times) if cache else {}
 
     todo = [
-        (a, s, [p for p in names if p not in scores.get(a, {}).get(s, {})])
-        for a in arch_list
-        for s in seed_list
+        (a, s, [p for p in plan.names if p not in scores.get(a, {}).get(s, {})])
+        for a in plan.my_archs
+        for s in plan.seeds
     ]
     todo = [t for t in todo if t[2]]
-    fh = cache_path.open("a") if cache_path else None
+    if todo and any(get_proxy(p).needs_teacher for t in todo for p in t[2]):
+        for s in plan.seeds:  # fail now (a teacher that cannot be built), not after an hour
+            scorer.teacher(s)
+    fh = cache.open("a") if cache else None
     try:
-        bar = tqdm(todo, desc=f"rank {space}", unit="eval", disable=not progress, leave=False)
+        bar = tqdm(todo, desc=f"rank {plan.space.name}", unit="eval", disable=not progress)
         for arch, seed, need in bar:
-            values = scorer.evaluate(arch, need, seed)
-            values.pop("_semantic_form", None)
+            values, secs = evaluate_timed(scorer, arch, need, seed)
             scores.setdefault(arch, {}).setdefault(seed, {}).update(values)
+            times.setdefault(arch, {}).setdefault(seed, {}).update(secs)
             if fh:
-                rec = {
-                    "arch": arch,
-                    "seed": seed,
-                    "values": {k: _json_value(v) for k, v in values.items()},
-                }
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(_record(arch, seed, values, secs) + "\n")
                 fh.flush()
     finally:
         if fh:
             fh.close()
+    return _finish(plan, plan.my_archs, scores, times, out, time.perf_counter() - t0)
 
-    result = RankResult(arch_list, names, targets, scores, truth, out_dir=out)
-    result.correlations = correlate_all(result, seed_list)
-    result.seconds = time.perf_counter() - t0
+
+def _finish(
+    plan: _Plan,
+    archs: list[str],
+    scores: Scores,
+    times: dict,
+    out: Path | None,
+    seconds: float,
+) -> RankResult:
+    result = RankResult(
+        space=plan.space.name,
+        archs=archs,
+        proxies=plan.names + list(plan.ensembles),
+        ensembles=plan.ensembles,
+        targets=plan.targets,
+        seeds=plan.seeds,
+        scores=scores,
+        truth=plan.truth,
+        out_dir=out,
+        shard=plan.shard,
+    )
+    for p in plan.names:
+        ts = [times[a][s][p] for a in archs for s in plan.seeds if p in times.get(a, {}).get(s, {})]
+        if ts:
+            result.seconds_per_arch[p] = float(np.mean(ts))
+    result.correlations = correlate_all(result)
+    add_reference(result, plan.space, plan.settings)
+    result.seconds = seconds
     if out:
-        write_outputs(result, seed_list)
+        write_outputs(result)
     return result
 
 
 def _check_settings(path: Path, settings: dict) -> None:
-    """Refuse to mix scores from different settings in one folder (proxies may grow)."""
+    """Refuse to mix scores from different settings in one folder (proxies and seeds may grow)."""
     if path.exists():
-        old = json.loads(path.read_text())
-        fixed = ("space", "teacher", "num_classes", "image_size", "batch_size", "init", "data")
-        diff = [k for k in fixed if old.get("settings", old).get(k) != settings[k]]
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise DiswotError(f"{path} is corrupt; delete it or use another --out folder") from None
+        prev = old.get("settings", old)
+        diff = [k for k in FIXED_SETTINGS if prev.get(k) != settings[k]]
         if diff:
             raise DiswotError(
                 f"{path.parent} holds a run with different {', '.join(diff)}; use another --out folder"
@@ -258,77 +577,340 @@ def _check_settings(path: Path, settings: dict) -> None:
     path.write_text(json.dumps(meta, indent=2))
 
 
-def correlate_all(result: RankResult, seed_list: Sequence[int]) -> list[dict]:
-    """Per proxy and target: each statistic per seed, then mean and population std over seeds."""
+# ------------------------------------------------------------------------------------ merge
+
+
+def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
+    """Join the run folders of ``--shard`` runs (same settings and sample) into ``out_dir``.
+
+    Every architecture of the sample must be scored, for every proxy and seed, by some folder; the
+    merged ``scores.jsonl`` then makes ``out_dir`` an ordinary run folder (rerunnable, extendable).
+    """
+    t0 = time.perf_counter()
+    if not dirs:
+        raise DiswotError("--merge needs at least one run folder")
+    metas, arch_lists = [], []
+    for d in dirs:
+        p = Path(d)
+        if not (p / "settings.json").is_file() or not (p / "archs.txt").is_file():
+            raise DiswotError(f"{p} is not a rank run folder (no settings.json/archs.txt)")
+        metas.append(json.loads((p / "settings.json").read_text())["settings"])
+        arch_lists.append((p / "archs.txt").read_text().split())
+    first = metas[0]
+    for d, m, a in zip(dirs, metas, arch_lists):
+        diff = [k for k in (*FIXED_SETTINGS, "targets", "seeds") if m.get(k) != first.get(k)]
+        if diff:
+            raise DiswotError(f"{d} differs from {dirs[0]} in {', '.join(diff)}; merge like runs")
+        if a != arch_lists[0]:
+            raise DiswotError(f"{d} ranks another architecture list than {dirs[0]}")
+    names = set(first["proxies"])
+    for d, m in zip(dirs, metas):
+        if set(m["proxies"]) != names:
+            raise DiswotError(f"{d} scored other proxies than {dirs[0]}; merge like runs")
+    plan = _plan(
+        first["space"],
+        teacher=first["teacher"] or "none",
+        proxies=[*first["proxies"], *first.get("ensembles", {})],
+        seeds=first["seeds"],
+        batch_size=first["batch_size"],
+        target=first["targets"],
+        sample=first.get("sample"),
+        sample_seed=first.get("sample_seed", 0),
+        archs=arch_lists[0],
+        init=first["init"],
+        data=first["data"],
+        device=first["device"],
+        shard=None,
+    )
+    scores: Scores = {}
+    times: dict = {}
+    for d in dirs:
+        part_times: dict = {}
+        for arch, per_seed in load_scores(Path(d) / "scores.jsonl", part_times).items():
+            for s, vals in per_seed.items():
+                scores.setdefault(arch, {}).setdefault(s, {}).update(vals)
+        for arch, per_seed in part_times.items():
+            for s, vals in per_seed.items():
+                times.setdefault(arch, {}).setdefault(s, {}).update(vals)
+    missing = [
+        a
+        for a in plan.archs
+        if any(p not in scores.get(a, {}).get(s, {}) for s in plan.seeds for p in plan.names)
+    ]
+    if missing:
+        raise DiswotError(
+            f"{len(missing)} of {len(plan.archs)} architectures are not fully scored in these "
+            f"folders (e.g. {missing[0]!r}); run the missing shard(s) first"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out / "settings.json", plan.settings)
+    (out / "archs.txt").write_text("\n".join(plan.archs) + "\n")
+    with (out / "scores.jsonl").open("w") as fh:
+        for a in plan.archs:
+            for s in plan.seeds:
+                fh.write(_record(a, s, scores[a][s], times.get(a, {}).get(s, {})) + "\n")
+    return _finish(plan, plan.archs, scores, times, out, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def correlate_all(result: RankResult) -> list[dict]:
+    """Per proxy and target: each statistic per seed, then mean and population std over seeds.
+
+    ``n_nonfinite`` counts non-finite scores over all (architecture, seed) pairs.
+    """
     rows = []
     for proxy in result.proxies:
-        sign = get_proxy(proxy).sign
+        sign = 1.0 if proxy in result.ensembles else get_proxy(proxy).sign
+        columns = {s: np.asarray(result.column(proxy, s), dtype=np.float64) for s in result.seeds}
         for target in result.targets:
-            truth = result.truth[target]
-            true = np.array([truth[a] for a in result.archs])
-            per_seed = []
-            for s in seed_list:
-                pred = np.array([result.scores[a][s][proxy] * sign for a in result.archs])
-                per_seed.append(rankstats.correlate(pred, true))
-            row = {"proxy": proxy, "target": target}
-            for key in ("kendall", "spearman", "pearson", "p_at_5", "br_at_5"):
+            true = np.array([result.truth[target][a] for a in result.archs])
+            per_seed = [rankstats.correlate(columns[s] * sign, true) for s in result.seeds]
+            row: dict = {"proxy": proxy, "target": target}
+            for key in STATS:
                 mean, std = rankstats.mean_std([c[key] for c in per_seed])
                 row[key], row[f"{key}_std"] = mean, std
-            row["n"] = per_seed[0]["n"]
-            row["n_nonfinite"] = max(c["n_nonfinite"] for c in per_seed)
+            row["n"] = int(per_seed[0]["n"])
+            row["n_nonfinite"] = int(sum(c["n_nonfinite"] for c in per_seed))
+            row["seeds"] = len(result.seeds)
             rows.append(row)
     return rows
 
 
-def write_outputs(result: RankResult, seed_list: Sequence[int]) -> None:
-    """scores.csv (one row per architecture), correlations.json/.md, and a scatter plot."""
+def reference_scores(space: str, target: str) -> dict[str, tuple[str, dict[str, float]]]:
+    """Published scores of the same proxies, ``proxy -> (source, arch -> score)`` (NB201 only).
+
+    NASLib's precomputed proxies exist for 725 cells (CIFAR batches of 32, PyTorch default init)
+    and the Zen-scores for all 15,625; names and orientation are the same as ours.
+    """
+    if space != "nb201":
+        return {}
+    from diswot.models.nb201 import naslib_to_arch
+
+    refs: dict[str, tuple[str, dict[str, float]]] = {}
+    for key, rec in bench.naslib_scores(target).items():
+        arch = naslib_to_arch(key)
+        for proxy, value in rec.items():
+            if proxy != "val_accuracy" and proxy in _known():
+                refs.setdefault(proxy, ("NASLib", {}))[1][arch] = float(value)
+    refs["zen"] = ("Zen-NAS", bench.zen_scores(target))
+    return refs
+
+
+def _known() -> set[str]:
+    from diswot.proxies import list_proxies
+
+    return set(list_proxies())
+
+
+def add_reference(result: RankResult, space: SearchSpace, settings: dict) -> None:
+    """Add ``reference_kendall`` (seed-free) to each correlation row whose proxy has published
+    scores for at least 10 of the ranked architectures, computed on those architectures."""
+    for target in result.targets:
+        refs = reference_scores(space.name, target)
+        for row in result.correlations:
+            if row["target"] != target or row["proxy"] not in refs:
+                continue
+            source, ref = refs[row["proxy"]]
+            cells = [a for a in result.archs if a in ref]
+            if len(cells) < 10:
+                continue
+            sign = get_proxy(row["proxy"]).sign
+            pred = np.array([ref[a] * sign for a in cells])
+            true = np.array([result.truth[target][a] for a in cells])
+            row["reference_kendall"] = rankstats.kendall(pred, true)
+            row["reference_source"] = source
+            row["reference_n"] = len(cells)
+
+
+# ------------------------------------------------------------------------------------ outputs
+
+
+def write_outputs(result: RankResult) -> None:
+    """scores.csv (one row per architecture), correlations.json, table.md and scatter.png."""
     out = result.out_dir
     assert out is not None
+    many = len(result.seeds) > 1
     with (out / "scores.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        cols = [f"{p}" for p in result.proxies]
-        seed_cols = (
-            [f"{p}@seed{s}" for p in result.proxies for s in seed_list]
-            if len(seed_list) > 1
-            else []
+        seed_cols = [(p, s) for p in result.proxies for s in result.seeds] if many else []
+        w.writerow(
+            [
+                "arch",
+                *result.proxies,
+                *(f"{p}@seed{s}" for p, s in seed_cols),
+                *(f"acc_{t}" for t in result.targets),
+            ]
         )
-        w.writerow(["arch", *cols, *seed_cols, *result.targets])
-        for a in result.archs:
-            per = result.scores[a]
-            means = [float(np.mean([per[s][p] for s in seed_list])) for p in result.proxies]
-            extra = [per[s][p] for p in result.proxies for s in seed_list] if seed_cols else []
-            w.writerow([a, *means, *extra, *[result.truth[t][a] for t in result.targets]])
+        means = {p: result.mean_column(p) for p in result.proxies}
+        per_seed = {(p, s): result.column(p, s) for p, s in seed_cols}
+        for i, a in enumerate(result.archs):
+            w.writerow(
+                [
+                    a,
+                    *(_csv(means[p][i]) for p in result.proxies),
+                    *(_csv(per_seed[k][i]) for k in seed_cols),
+                    *(result.truth[t][a] for t in result.targets),
+                ]
+            )
     (out / "correlations.json").write_text(json.dumps(result.correlations, indent=2))
     (out / "table.md").write_text(result.table() + "\n")
-    plot_scatter(result, seed_list, out / "scatter.png")
+    plot_scatter(result, out / "scatter.png")
 
 
-def plot_scatter(result: RankResult, seed_list: Sequence[int], path: Path) -> None:
-    """One panel per proxy: seed-mean score against the first target's accuracy."""
+def _csv(v: float) -> str:
+    return repr(float(v)) if math.isfinite(v) else "nan"
+
+
+def plot_scatter(result: RankResult, path: Path) -> None:
+    """A grid with one panel per proxy: seed-mean score against the first target's accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     target = result.targets[0]
-    n = len(result.proxies)
-    cols = min(n, 4)
-    rows_ = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 3.0 * rows_), squeeze=False)
-    true = [result.truth[target][a] for a in result.archs]
-    corr = {(c["proxy"], c["target"]): c for c in result.correlations}
-    for ax, proxy in zip(axes.flat, result.proxies):
-        pred = [
-            float(np.mean([result.scores[a][s][proxy] for s in seed_list])) for a in result.archs
-        ]
-        ax.scatter(pred, true, s=8, alpha=0.7)
-        tau = corr[(proxy, target)]["kendall"]
-        ax.set_title(f"{proxy} (tau={tau:.2f})", fontsize=9)
-        ax.set_xlabel(proxy, fontsize=8)
-        ax.set_ylabel(f"{target} acc", fontsize=8)
-        ax.tick_params(labelsize=7)
+    corr = {c["proxy"]: c for c in result.correlations if c["target"] == target}
+    order = sorted(result.proxies, key=lambda p: -_nan_low(corr[p]["kendall"]))
+    n = len(order)
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.7 * rows), squeeze=False)
+    true = np.array([result.truth[target][a] for a in result.archs])
+    for ax, proxy in zip(axes.flat, order):
+        pred = np.array(result.mean_column(proxy))
+        ok = np.isfinite(pred)
+        ax.scatter(pred[ok], true[ok], s=7, alpha=0.6)
+        bad = f", {int((~ok).sum())} non-finite" if (~ok).any() else ""
+        ax.set_title(f"{proxy}  τ={corr[proxy]['kendall']:.2f}{bad}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.get_offset_text().set_fontsize(6)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    fig.supylabel(f"{target} accuracy (%)", fontsize=9)
+    fig.suptitle(f"{result.space}: proxy score vs {target} accuracy", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ NASLib check
+
+#: Proxies NASLib published for NB201 (plus ``zen`` from the Zen-score tables), our names.
+NASLIB_PROXIES = (
+    "params",
+    "flops",
+    "l2_norm",
+    "synflow",
+    "zen",
+    "nwot",
+    "jacov",
+    "epe_nas",
+    "grad_norm",
+    "snip",
+    "fisher",
+    "grasp",
+    "plain",
+)
+
+
+def _rank_last(values: Sequence[float]) -> np.ndarray:
+    """Non-finite values replaced below every finite one (they rank last, tied)."""
+    v = np.asarray(values, dtype=np.float64).copy()
+    bad = ~np.isfinite(v)
+    if bad.any():
+        finite = v[~bad]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        v[bad] = lo - max(1.0, hi - lo)
+    return v
+
+
+def naslib_cells(n: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """A seeded subset of the 725 cells NASLib scored (present on all three datasets)."""
+    common = set(bench.naslib_scores("cifar10"))
+    for ds in ("cifar100", "ImageNet16-120"):
+        common &= set(bench.naslib_scores(ds))
+    keys = sorted(common)
+    if not 1 <= n <= len(keys):
+        raise DiswotError(f"NASLib cell subset size must be in 1..{len(keys)}, got {n}")
+    idx = np.random.default_rng(seed).choice(len(keys), size=n, replace=False)
+    return [keys[i] for i in sorted(idx)]
+
+
+def naslib_crosscheck(
+    dataset: str = "cifar10",
+    cells: int | Sequence[tuple[int, ...]] = 40,
+    proxies: Sequence[str] = NASLIB_PROXIES,
+    *,
+    batch_size: int = 32,
+    init: str = "default",
+    seed: int = 0,
+    cell_seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Score NB201 cells that NASLib scored, with NASLib's settings, and compare cell by cell.
+
+    NASLib's NB201 scores were computed on batches of 32 (readable from ``jacov``, whose maximum is
+    ``-batch``, and from ``nwot``'s scale) of real images under PyTorch's default init; we use the same
+    batch size and init, but a synthetic batch. FLOPs use NASLib's counting convention (``nb201``).
+
+    Returns, per proxy: ``kendall``/``spearman`` between our and the published scores, ``rel_diff``
+    (median ``|ours - ref| / |ref|`` over cells where both are finite), our and the reference's Kendall
+    with the benchmark's test accuracy (``kendall_acc``, ``ref_kendall_acc``), ``n``, non-finite
+    counts, and the raw ``ours``/``ref`` lists in ``cells`` order.
+    """
+    from diswot.models.nb201 import naslib_to_arch
+    from diswot.spaces.nb201 import NB201Space
+
+    cell_list = naslib_cells(cells, cell_seed) if isinstance(cells, int) else list(cells)
+    sp = NB201Space()
+    sp.flop_convention = "nb201"  # NASLib's FLOP convention, on this instance only
+    spec = sp.dataset(dataset)
+    ds = sp._check_target(dataset)
+    scorer = Scorer(
+        None,
+        num_classes=spec.num_classes,
+        batch_size=batch_size,
+        seeds=(seed,),
+        init=init,
+        image_size=spec.image_size,
+        device=device,
+        builder=sp.build,
+        coster=lambda arch, k, size: sp.cost(arch, k, size[-1]),
+    )
+    naslib = bench.naslib_scores(ds)
+    zen = bench.zen_scores(ds)
+    acc = bench.nb201_accuracy(ds)
+    archs = [naslib_to_arch(c) for c in cell_list]
+    ours: dict[str, list[float]] = {p: [] for p in proxies}
+    for arch in tqdm(archs, desc=f"naslib {ds}", disable=not progress):
+        values, _ = evaluate_timed(scorer, arch, list(proxies), seed)
+        for p in proxies:
+            v = values[p]
+            ours[p].append(v / 1e6 if p in ("params", "flops") else v)
+    true = np.array([acc[a] for a in archs])
+    out: dict[str, dict] = {}
+    for p in proxies:
+        raw = [zen[a] for a in archs] if p == "zen" else [naslib[c].get(p) for c in cell_list]
+        ref = [math.nan if r is None else float(r) for r in raw]
+        a, b = np.asarray(ours[p]), np.asarray(ref)
+        both = np.isfinite(a) & np.isfinite(b) & (b != 0)
+        sign = get_proxy(p).sign
+        out[p] = {
+            "kendall": rankstats.kendall(_rank_last(a), _rank_last(b)),
+            "spearman": rankstats.spearman(_rank_last(a), _rank_last(b)),
+            "rel_diff": float(np.median(np.abs(a[both] - b[both]) / np.abs(b[both])))
+            if both.any()
+            else math.nan,
+            "kendall_acc": rankstats.kendall(_rank_last(a * sign), true),
+            "ref_kendall_acc": rankstats.kendall(_rank_last(b * sign), true),
+            "n": len(archs),
+            "n_nonfinite": int((~np.isfinite(a)).sum()),
+            "ref_nonfinite": int((~np.isfinite(b)).sum()),
+            "ours": ours[p],
+            "ref": ref,
+        }
+    return out

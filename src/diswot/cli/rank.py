@@ -1,4 +1,4 @@
-"""``diswot rank``: score every student of a space and correlate with shipped ground truth."""
+"""``diswot rank``: score a space's students with proxies and correlate them with shipped ground truth."""
 
 from __future__ import annotations
 
@@ -6,60 +6,104 @@ import argparse
 from pathlib import Path
 
 from diswot.cli._common import add_probe_args, print_json
-from diswot.rank import run_rank
+from diswot.rank import merge_runs, parse_shard, run_rank
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "rank",
-        help="rank a space's students and measure Kendall/Spearman against ground truth",
-        description="Score the students of S1 (all 64) or an NB201 sample and correlate each proxy "
-        "with the shipped ground-truth accuracy.",
+        help="rank a space's students with proxies; Kendall/Spearman/... against ground truth",
+        description="Score the students of a space (S1: all 64; NB201: a seeded sample or --archs "
+        "FILE) with zero-cost proxies and correlate each with the shipped ground-truth accuracy. "
+        "Writes table.md, scores.csv, correlations.json and scatter.png to the run folder, which "
+        "caches every score: rerunning with more proxies or seeds computes only what is new.",
     )
-    p.add_argument("--space", default="s1", help="s1 or nb201 (default s1)")
+    p.add_argument("--space", default="s1", help="search space: s1, nb201, ... (default s1)")
     p.add_argument(
         "--proxy",
         default="diswot,ms,mr",
-        help="comma list of proxies or 'all' (params, flops always)",
+        help="'all' or a comma list of proxies; 'a+b' adds a rank-average ensemble "
+        "(params and flops always; default diswot,ms,mr)",
     )
     p.add_argument(
         "--target",
         default=None,
-        help="s1: kd/cls (both by default); nb201: cifar10/cifar100/ImageNet16-120",
+        help="ground truth: s1 kd/cls (both by default); nb201 cifar10/cifar100/ImageNet16-120 "
+        "(default cifar100); networks and teacher get the target's class count",
+    )
+    p.add_argument("--sample", type=int, default=None, help="sample size (nb201 default 200)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument(
+        "--archs",
+        default=None,
+        metavar="FILE",
+        help="score exactly the architectures in FILE, one per line (nb201: arch string or "
+        "NASLib tuple such as (0, 2, 3, 2, 3, 1))",
     )
     p.add_argument(
-        "--sample", type=int, default=200, help="nb201: number of sampled cells (default 200)"
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="score only architectures I, I+N, I+2N, ... (0 <= I < N); join with --merge",
     )
-    p.add_argument("--sample-seed", type=int, default=0, help="nb201: seed of the cell sample")
-    p.add_argument("--out", default=None, help="run folder (default runs/rank-<space>); resumable")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="join the run folders of --shard runs into --out and report the whole sample",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default runs/rank-<space>[-<target>][-shardIofN]); resumable",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_probe_args(p, teacher_default=None)
+    p.set_defaults(seeds=1)
     return p
 
 
+def _default_out(args: argparse.Namespace) -> Path:
+    name = f"rank-{args.space}"
+    if args.target:
+        name += "-" + args.target.replace(",", "_")
+    shard = parse_shard(args.shard)
+    if shard:
+        name += f"-shard{shard[0]}of{shard[1]}"
+    return Path("runs") / name
+
+
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path("runs") / f"rank-{args.space}"
-    res = run_rank(
-        args.space,
-        teacher=args.teacher,
-        proxies=args.proxy,
-        seeds=args.seeds,
-        batch_size=args.batch_size,
-        target=args.target,
-        sample=args.sample,
-        sample_seed=args.sample_seed,
-        out_dir=out,
-        init=args.init,
-        data=args.data,
-        data_root=args.data_root,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    out = Path(args.out) if args.out else _default_out(args)
+    if args.merge:
+        res = merge_runs(args.merge, out)
+    else:
+        res = run_rank(
+            args.space,
+            teacher=args.teacher,
+            proxies=args.proxy,
+            seeds=args.seeds,
+            batch_size=args.batch_size,
+            target=args.target,
+            sample=args.sample,
+            sample_seed=args.sample_seed,
+            archs=args.archs,
+            shard=args.shard,
+            out_dir=out,
+            init=args.init,
+            data=args.data,
+            data_root=args.data_root,
+            device=args.device,
+            progress=not args.no_progress,
+        )
     if args.json:
         print_json(
             {
-                "space": args.space,
+                "space": res.space,
+                "targets": res.targets,
                 "n_archs": len(res.archs),
+                "seeds": res.seeds,
                 "out": str(out),
                 "seconds": round(res.seconds, 2),
                 "correlations": res.correlations,
@@ -68,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(res.table())
     print(
-        f"\n{len(res.archs)} students, {res.seconds:.1f} s; results in {out}/ "
-        "(scores.csv, correlations.json, table.md, scatter.png)"
+        f"\n{len(res.archs)} architectures x {len(res.seeds)} seed(s), {res.seconds:.1f} s; "
+        f"results in {out}/ (table.md, scores.csv, correlations.json, scatter.png)"
     )
     return 0
