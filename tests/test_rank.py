@@ -60,6 +60,10 @@ def test_s1_run_writes_every_output(tmp_path: Path) -> None:
         assert c["n"] == 5 and c["n_nonfinite"] == 0
     table = (out / "table.md").read_text()
     assert "**s1 / kd**" in table and "**s1 / cls**" in table and "`diswot+params`" in table
+    # Shared passes are timed once, under their own names, not charged to the first proxy.
+    assert {"forward", "teacher"} <= set(res.pass_seconds) and "shared passes" in table
+    rec = _lines(out / "scores.jsonl")[0]
+    assert {"pass:forward", "diswot", "l2_norm"} <= set(rec["seconds"])
     # params is deterministic: identical over seeds, so its std is exactly 0.
     p = next(c for c in corr if c["proxy"] == "params" and c["target"] == "kd")
     assert p["kendall_std"] == 0

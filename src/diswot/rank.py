@@ -23,6 +23,7 @@ and shown beside ours: NASLib's precomputed proxies (725 cells) and the Zen-scor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -66,7 +67,9 @@ class RankResult:
     seeds: list[int]
     scores: Scores
     truth: dict[str, dict[str, float]]  # target -> arch -> accuracy
-    seconds_per_arch: dict[str, float] = field(default_factory=dict)
+    seconds_per_arch: dict[str, float] = field(default_factory=dict)  # exclusive, per evaluation
+    pass_seconds: dict[str, float] = field(default_factory=dict)  # shared passes, per evaluation
+    total_seconds_per_arch: float = math.nan  # everything, per (architecture, seed)
     correlations: list[dict] = field(default_factory=list)
     out_dir: Path | None = None
     seconds: float = 0.0
@@ -128,6 +131,13 @@ class RankResult:
                     else f"{ref:.3f} ({c['reference_source']}, {c['reference_n']})"
                 )
             lines.append("| " + " | ".join(cells) + " |")
+        if self.pass_seconds:
+            shared = ", ".join(f"{k} {v:.3f}" for k, v in self.pass_seconds.items())
+            lines += [
+                "",
+                f"s/arch: seconds per (architecture, seed), the proxy's own work; shared passes "
+                f"(s/arch): {shared}; everything: {self.total_seconds_per_arch:.2f} s/arch.",
+            ]
         return "\n".join(lines)
 
 
@@ -293,13 +303,31 @@ def evaluate_timed(
     """Values and seconds of ``proxies`` for one (architecture, seed) on one shared probe.
 
     Same failure policy as :meth:`Scorer.evaluate` (a numerical failure gives NaN, a user error
-    propagates); a pass shared by several proxies is charged to the first that asks for it.
+    propagates). Seconds are *exclusive*: a pass that several proxies read is timed once under its
+    own key ``pass:<name>`` and not charged to the proxy that happened to run first. The passes are
+    the student's forward (``pass:forward``) and the teacher's (``pass:teacher``, once per seed),
+    run up front when a teacher proxy is asked for, and the proxies' shared backward passes
+    (:mod:`diswot.proxies._shared`).
     """
+    from diswot.proxies._shared import pass_seconds
+
     probe = scorer.probe(arch, seed)
     values: dict[str, float] = {}
     seconds: dict[str, float] = {}
-    for name in proxies:
-        spec = get_proxy(name)
+    specs = [get_proxy(n) for n in proxies]
+    if any(s.needs_teacher for s in specs):
+        for key in ("teacher", "features"):
+            t0 = time.perf_counter()
+            # On a numerical failure the proxies meet the same error and report NaN.
+            with contextlib.suppress(
+                RuntimeError, ValueError, FloatingPointError, ZeroDivisionError
+            ):
+                getattr(probe, key)
+            name = "pass:forward" if key == "features" else "pass:teacher"
+            seconds[name] = time.perf_counter() - t0
+    passes = pass_seconds(probe)
+    for name, spec in zip(proxies, specs):
+        before = dict(passes)
         t0 = time.perf_counter()
         try:
             value = float(spec.fn(probe))
@@ -307,7 +335,12 @@ def evaluate_timed(
             raise
         except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError):
             value = math.nan
-        seconds[name] = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        for key, sec in passes.items():
+            if key not in before:
+                seconds[f"pass:{key}"] = sec
+                elapsed -= sec
+        seconds[name] = max(elapsed, 0.0)
         values[name] = value
     return values, seconds
 
@@ -540,10 +573,16 @@ def _finish(
         out_dir=out,
         shard=plan.shard,
     )
-    for p in plan.names:
-        ts = [times[a][s][p] for a in archs for s in plan.seeds if p in times.get(a, {}).get(s, {})]
-        if ts:
-            result.seconds_per_arch[p] = float(np.mean(ts))
+    records = [times[a][s] for a in archs for s in plan.seeds if times.get(a, {}).get(s)]
+    keys = dict.fromkeys(k for r in records for k in r)
+    for k in keys:
+        mean = float(np.mean([r[k] for r in records if k in r]))
+        if k.startswith("pass:"):
+            result.pass_seconds[k[5:]] = mean
+        elif k in plan.names:
+            result.seconds_per_arch[k] = mean
+    if records:
+        result.total_seconds_per_arch = float(np.mean([sum(r.values()) for r in records]))
     result.correlations = correlate_all(result)
     add_reference(result, plan.space, plan.settings)
     result.seconds = seconds

@@ -18,6 +18,7 @@ Gradients are taken with :func:`torch.autograd.grad`, never ``.backward()``: not
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -32,12 +33,24 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def cached(probe: StudentProbe, key: str, compute: Callable[[], T]) -> T:
-    """``compute()`` once per probe under ``key``; later proxies of the same probe reuse it."""
+def cached(probe: StudentProbe, key: str, compute: Callable[[], T], *, shared: bool = False) -> T:
+    """``compute()`` once per probe under ``key``; later proxies of the same probe reuse it.
+
+    ``shared=True`` marks a pass several proxies read: its seconds are recorded in
+    :func:`pass_seconds`, so a benchmark can charge it once instead of to whichever proxy ran first.
+    """
     store = probe.__dict__.setdefault("_proxy_cache", {})
     if key not in store:
+        t0 = time.perf_counter()
         store[key] = compute()
+        if shared:
+            pass_seconds(probe)[key] = time.perf_counter() - t0
     return store[key]
+
+
+def pass_seconds(probe: StudentProbe) -> dict[str, float]:
+    """Seconds spent in each shared pass computed so far on ``probe`` (``{}`` when none)."""
+    return probe.__dict__.setdefault("_pass_seconds", {})
 
 
 def first_tensor(x: object) -> Tensor:
@@ -106,7 +119,7 @@ def _fisher_reduce(act: Tensor, grad: Tensor, conv: bool, fan_in: int) -> float:
 
 def loss_gradients(probe: StudentProbe) -> LossGradients:
     """One train-mode forward and one backward of the cross-entropy on the probe batch (cached)."""
-    return cached(probe, "loss_gradients", lambda: _loss_gradients(probe))
+    return cached(probe, "loss_gradients", lambda: _loss_gradients(probe), shared=True)
 
 
 def _loss_gradients(probe: StudentProbe) -> LossGradients:
@@ -176,7 +189,7 @@ def input_pass(probe: StudentProbe) -> InputPass:
             (jac,) = torch.autograd.grad(out, x, grad_outputs=torch.ones_like(out))
         return InputPass(jac.detach().reshape(jac.shape[0], -1).double(), mode.kernel)
 
-    return cached(probe, "input_pass", compute)
+    return cached(probe, "input_pass", compute, shared=True)
 
 
 def input_jacobian(probe: StudentProbe) -> Tensor:
