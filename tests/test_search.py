@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import signal
 import subprocess
@@ -30,6 +31,17 @@ from diswot.search import (
 )
 from diswot.spaces import DatasetSpec, SearchSpace, get_space
 from diswot.spaces.s1 import S1Space
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Single-threaded scoring: faster on a shared 2-core box, and the SIGKILL test's subprocess
+    (OMP_NUM_THREADS=1) then runs exactly like the in-process runs it is compared with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # ----------------------------------------------------------------------------------------- toy space
 
@@ -434,7 +446,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, capsys):
             "--max-params", "200k", "--cycles", "12", "--population", "4", "--sample-size", "2",
             "--batch-size", "4", "--seed", "3", "--no-progress"]  # fmt: skip
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)),
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     path = killed / CANDIDATES
     deadline = time.monotonic() + 120
