@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 from diswot import bench
 from diswot.models import create_model
@@ -131,7 +132,11 @@ def measure_one(scorer: Scorer, arch: str, seed: int) -> dict:
 
 
 def _num(v: object) -> float:
-    return math.nan if v is None else float(v)  # type: ignore[arg-type]
+    """A cached number back to float: ``None`` is NaN and the +-1e308 stand-ins are +-inf."""
+    if v is None:
+        return math.nan
+    x = float(v)  # type: ignore[arg-type]
+    return math.copysign(math.inf, x) if abs(x) >= 1e300 else x
 
 
 def load(path: Path) -> dict[tuple[str, int], dict]:
@@ -144,10 +149,14 @@ def load(path: Path) -> dict[tuple[str, int], dict]:
     return out
 
 
-def measure(job: Job, archs: list[str], cache: Path) -> dict[tuple[str, int], dict]:
+def measure(
+    job: Job, archs: list[str], cache: Path, reverse: bool = False
+) -> dict[tuple[str, int], dict]:
     path = cache / f"{job.name}.jsonl"
     have = load(path)
     todo = [(a, s) for s in job.seeds for a in archs if (a, s) not in have]
+    if reverse:  # a second process can work from the other end; load() drops duplicates
+        todo.reverse()
     if todo:
         print(f"[{job.name}] measuring {len(todo)} of {len(archs) * len(job.seeds)}", flush=True)
     scorers: dict[int, Scorer] = {}
@@ -236,7 +245,21 @@ CANDIDATES: dict[str, Callable[[XParts, dict], float]] = {
     "logP+logF+expr+logCKA": lambda p, r: p.log_params + p.log_flops + p.expr + _log(p.cka),
     "logP+expr+diswot": lambda p, r: p.log_params + p.expr + r["diswot"],
     "logP+expr+log(1-Mr N/4)": lambda p, r: p.log_params + p.expr + _log(1 - r["mr"] * p.batch / 4),
+    # Added after the first S1 (held-out) table had been printed; see docs/protocol.md.
+    "dec": lambda p, r: p.decorrelation,
+    "logP+dec": lambda p, r: p.log_params + p.decorrelation,
+    "logP+dec+logCKA": lambda p, r: p.log_params + p.decorrelation + _log(p.cka),
 }
+
+#: Population (rank) forms: ``name -> parts``; scored by :func:`log_rank_sum` within the ranked set.
+POPULATION: dict[str, dict[str, Callable[[XParts, dict], float]]] = {
+    "ranks(P,expr,CKA)": {
+        "p": lambda p, r: p.log_params,
+        "e": lambda p, r: p.expr,
+        "c": lambda p, r: p.cka,
+    },
+}
+CANDIDATES.update({name: (lambda p, r: math.nan) for name in POPULATION})
 
 #: The candidates that use all three kinds of part (size, expressivity, teacher); the frozen rule is
 #: the one of these with the best development Kendall.
@@ -258,6 +281,7 @@ REPORTED: dict[str, Callable[[XParts, dict], float]] = {
     "synflow": lambda p, r: _num(r["synflow"]),
     "diswot": lambda p, r: float(r["diswot"]),
     "diswot-x": lambda p, r: combine(p),
+    "ranks(P,expr,CKA)": CANDIDATES["ranks(P,expr,CKA)"],
 }
 
 
@@ -269,12 +293,31 @@ def columns(
 ) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for name, fn in rules.items():
+        if name in POPULATION:
+            out[name] = log_rank_sum(
+                [columns({m: fn_m}, rows, archs, seed)[m] for m, fn_m in POPULATION[name].items()]
+            )
+            continue
         vals = []
         for a in archs:
             r = rows[(a, seed)]
             vals.append(float(fn(_parts(r), r)))
         out[name] = vals
     return out
+
+
+def log_rank_sum(cols: list[list[float]]) -> list[float]:
+    """Population form: sum over parts of ln(rank), rank 1 = worst; non-finite values rank lowest.
+
+    The log makes a part's vote saturate at the top (being 1st vs 2nd matters less than being
+    last vs median), so one part cannot lift a candidate the others place at the bottom.
+    """
+    total = np.zeros(len(cols[0]))
+    for c in cols:
+        v = np.asarray(c, dtype=np.float64)
+        v = np.where(np.isfinite(v), v, -np.inf)
+        total += np.log(rankdata(v, method="average"))
+    return total.tolist()
 
 
 def evaluate(
@@ -445,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", default="dev,s1,c100,in16", help="comma-separated jobs to measure")
     ap.add_argument("--no-measure", action="store_true", help="report from the cache only")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "protocol"), help="jsonl cache folder")
+    ap.add_argument("--reverse", action="store_true", help="measure the missing rows last-first")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/protocol.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -461,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{job.name}] incomplete cache, skipped", file=sys.stderr)
                 continue
         else:
-            rows = measure(job, archs, cache)
+            rows = measure(job, archs, cache, args.reverse)
         add_units(job, archs, rows, cache)
         results[job.name] = (job, archs, rows)
     text = report(results, args.reduced)
