@@ -344,7 +344,7 @@ def evaluate(
 
 def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
     m, s = ms
-    return f"{m:.{digits}f} +- {s:.{digits}f}" if s > 0 else f"{m:.{digits}f}"
+    return f"{m:.{digits}f} +- {s:.{digits}f}" if s > 1e-9 else f"{m:.{digits}f}"
 
 
 def table(title: str, res: dict[str, dict[str, tuple[float, float]]], n: int, seeds: int) -> str:
@@ -392,6 +392,33 @@ def s1_picks(rows: dict[tuple[str, int], dict], archs: list[str], seeds: tuple[i
     return "\n".join(lines)
 
 
+def overhead(n: int = 20) -> str:
+    """Per-candidate cost of DisWOT-X against DisWOT alone: interleaved timings on ``n`` dev cells.
+
+    Interleaving (DisWOT, then DisWOT-X+DisWOT, on each cell in turn) keeps the comparison fair on a
+    shared machine whose load drifts during the run.
+    """
+    job = plan(True)[0][0]
+    archs = bench.nb201_sample(DEV_CELLS, 0)[:n]
+    scorer = make_scorer(job, 0)
+    scorer.teacher(0)
+    t_d = t_x = 0.0
+    for a in archs:
+        t0 = time.perf_counter()
+        _ = scorer.probe(a, 0).diswot
+        t_d += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probe = scorer.probe(a, 0)
+        xparts(probe)
+        _ = probe.diswot
+        t_x += time.perf_counter() - t0
+    return (
+        f"Cost per candidate (NB201 CIFAR-10, batch {BATCH}, {n} cells, CPU, 1 thread, build + "
+        f"init + forward): DisWOT {t_d / n:.3f} s, DisWOT-X with DisWOT {t_x / n:.3f} s "
+        f"(x{t_x / t_d:.2f})."
+    )
+
+
 def cost_line(rows: dict[tuple[str, int], dict]) -> str:
     fw = np.mean([r["sec_forward"] for r in rows.values()])
     sy = np.mean([r["sec_synflow"] for r in rows.values()])
@@ -415,7 +442,7 @@ def report(results: dict[str, tuple[Job, list[str], dict]], reduced: bool) -> st
             table("Development: NB201 CIFAR-10, nb201_sample(500, 0)", res, len(archs), 1),
             "",
         ]
-        out += [cost_line(rows), ""]
+        out += [cost_line(rows), "", overhead(), ""]
         choice = max(ELIGIBLE, key=lambda n: res[n]["kendall"][0])
         same = "matches" if choice == FROZEN else "DOES NOT match"
         out += [
