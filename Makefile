@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/diswot rank --space s1
+	$(BIN)/diswot search
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
