@@ -485,6 +485,11 @@ def run_rank(
     data_root: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0.0,
+    chunk_size: int | None = None,
 ) -> RankResult:
     """Score the students of ``space`` with ``proxies`` and correlate each with the ground truth.
 
@@ -501,6 +506,9 @@ def run_rank(
         shard: ``(i, n)`` or ``"i/n"``: score only every ``n``-th architecture starting at ``i``;
             join the shard folders with :func:`merge_runs`.
         out_dir: run folder (cache, CSV, tables, plot); ``None`` keeps everything in memory.
+        workers, backend, address, gpus_per_task, chunk_size: ``workers > 1`` scores on that many
+            local processes, ``backend="ray"`` on Ray actors (:mod:`diswot.parallel`); the scores
+            and the cache are the serial path's. The default (1, ``local``) stays in-process.
     """
     t0 = time.perf_counter()
     plan = _plan(
@@ -518,7 +526,13 @@ def run_rank(
         device=device,
         shard=shard,
     )
-    scorer = _make_scorer(plan, data_root)
+    parallel = backend != "local" or workers > 1
+    if backend not in ("local", "ray"):
+        raise DiswotError(f"unknown backend '{backend}'; use local or ray")
+    if workers < (0 if backend == "ray" else 1):
+        raise DiswotError(f"--workers must be at least 1, got {workers}")
+    # Workers build their own Scorer; the parent needs none (a Ray head may have no GPU).
+    scorer = None if parallel else _make_scorer(plan, data_root)
     out = Path(out_dir) if out_dir else None
     cache = out / "scores.jsonl" if out else None
     if out:
@@ -534,14 +548,35 @@ def run_rank(
         for s in plan.seeds
     ]
     todo = [t for t in todo if t[2]]
-    if todo and any(get_proxy(p).needs_teacher for t in todo for p in t[2]):
-        for s in plan.seeds:  # fail now (a teacher that cannot be built), not after an hour
-            scorer.teacher(s)
+    warm = bool(todo) and any(get_proxy(p).needs_teacher for t in todo for p in t[2])
+    if scorer is not None:
+        if warm:
+            for s in plan.seeds:  # fail now (a teacher that cannot be built), not after an hour
+                scorer.teacher(s)
+        stream = ((a, s, *evaluate_timed(scorer, a, need, s)) for a, s, need in todo)
+    else:
+        from diswot.parallel import ScorerRecipe, score_stream
+
+        lite = _Plan(**{**plan.__dict__, "archs": [], "truth": {}})  # workers need neither
+        stream = score_stream(
+            ScorerRecipe(lite, data_root, warm),
+            todo,
+            backend=backend,
+            workers=workers,
+            chunk_size=chunk_size,
+            address=address,
+            gpus_per_task=gpus_per_task,
+        )
     fh = cache.open("a") if cache else None
     try:
-        bar = tqdm(todo, desc=f"rank {plan.space.name}", unit="eval", disable=not progress)
-        for arch, seed, need in bar:
-            values, secs = evaluate_timed(scorer, arch, need, seed)
+        bar = tqdm(
+            stream,
+            total=len(todo),
+            desc=f"rank {plan.space.name}",
+            unit="eval",
+            disable=not progress,
+        )
+        for arch, seed, values, secs in bar:
             scores.setdefault(arch, {}).setdefault(seed, {}).update(values)
             times.setdefault(arch, {}).setdefault(seed, {}).update(secs)
             if fh:
@@ -550,6 +585,9 @@ def run_rank(
     finally:
         if fh:
             fh.close()
+        close = getattr(stream, "close", None)
+        if close:  # stop a parallel stream's workers now, also on Ctrl-C
+            close()
     return _finish(plan, plan.my_archs, scores, times, out, time.perf_counter() - t0)
 
 
@@ -823,7 +861,9 @@ def plot_scatter(result: RankResult, path: Path) -> None:
         ok = np.isfinite(pred)
         ax.scatter(pred[ok], true[ok], s=7, alpha=0.6)
         bad = f", {int((~ok).sum())} non-finite" if (~ok).any() else ""
-        ax.set_title(f"{proxy}  τ={corr[proxy]['kendall']:.2f}{bad}", fontsize=8)
+        low = proxy not in result.ensembles and get_proxy(proxy).sign < 0
+        arrow = " (lower better)" if low else ""
+        ax.set_title(f"{proxy}{arrow}  τ={corr[proxy]['kendall']:.2f}{bad}", fontsize=8)
         ax.tick_params(labelsize=6)
         ax.xaxis.get_offset_text().set_fontsize(6)
     for ax in list(axes.flat)[n:]:

@@ -1,0 +1,296 @@
+"""Score many (architecture, seed) pairs on several processes or a Ray cluster.
+
+Why this shape: a DisWOT evaluation is a deterministic function of ``(arch, seed)`` given the run's
+settings (the probe batch, the teacher init and the student init all derive from the seed, and the
+student's weights are drawn from a seeded CPU generator), so evaluations can run anywhere, in any
+order, and the scores are the same numbers as the serial path's. What is *not* free to move is the
+shared state: each worker builds its own :class:`~diswot.probe.Scorer` once and computes the
+teacher cache of every seed once, then scores a stream of candidates against it. Rebuilding per
+candidate would cost a teacher forward per student, which for ``resnet110`` is more than the
+student itself.
+
+The parent alone writes the run's ``scores.jsonl``: workers return ``(arch, seed, values,
+seconds)`` records and :func:`diswot.rank.run_rank` appends each one as it arrives, so the cache
+format, resume and ``--merge`` are the serial path's, whichever backend produced the lines. An
+interrupted parallel run therefore resumes, serially or in parallel, without rescoring.
+
+Two backends share :func:`score_stream`:
+
+* ``local`` (``--workers N``): ``N`` spawned processes (``spawn``, not ``fork``: a forked child of a
+  process whose OpenMP pool is already running can deadlock), one intra-op thread each, fed chunks
+  of candidates with a bounded number in flight (memory stays constant for any sample size).
+* ``ray`` (``--backend ray``): one actor per worker, each holding a Scorer. Actors restart when
+  their process dies and their in-flight calls are retried by Ray; if an actor is gone for good its
+  chunk is re-submitted to a surviving actor. A chunk is never dropped: it is either scored or the
+  run stops with a :class:`~diswot.errors.DiswotError`, and what was scored is already cached.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diswot.errors import DiswotError
+
+#: One unit of work: an architecture, a seed and the proxies still missing for it.
+Task = tuple[str, int, list[str]]
+#: One result, in the shape ``run_rank`` writes: arch, seed, proxy values, exclusive seconds.
+Record = tuple[str, int, dict[str, float], dict[str, float]]
+
+BACKENDS = ("local", "ray")
+RAY_HINT = "pip install 'diswot[ray]'"
+
+
+@dataclass
+class ScorerRecipe:
+    """What a worker needs to rebuild the parent's Scorer: the run plan (without its sample and
+    ground truth, which workers never read) and the data folder. Pickled once per worker."""
+
+    plan: Any  # diswot.rank._Plan; typed loosely to keep this module import-light
+    data_root: str | None
+    warm_teacher: bool  # compute every seed's teacher cache at start-up (fail fast, once)
+
+    def build(self):  # -> Scorer
+        from diswot.rank import _make_scorer
+
+        scorer = _make_scorer(self.plan, self.data_root)
+        if self.warm_teacher:
+            for s in self.plan.seeds:
+                scorer.teacher(s)
+        return scorer
+
+
+def score_chunk(scorer, chunk: Sequence[Task]) -> list[Record]:
+    """Evaluate a chunk on one worker's Scorer, exactly as the serial path does."""
+    from diswot.rank import evaluate_timed
+
+    out: list[Record] = []
+    for arch, seed, need in chunk:
+        values, secs = evaluate_timed(scorer, arch, need, seed)
+        out.append((arch, seed, values, secs))
+    return out
+
+
+def default_chunk_size(n_tasks: int, workers: int) -> int:
+    """Small enough that every worker gets several chunks (load balance, little lost on a kill),
+    large enough that the per-chunk messaging is negligible next to scoring (~0.1-1 s/candidate)."""
+    return max(1, min(8, math.ceil(n_tasks / (4 * max(workers, 1)))))
+
+
+def _chunks(tasks: Sequence[Task], size: int) -> list[list[Task]]:
+    return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+
+
+def score_stream(
+    recipe: ScorerRecipe,
+    tasks: Sequence[Task],
+    *,
+    backend: str = "local",
+    workers: int = 2,
+    chunk_size: int | None = None,
+    address: str | None = None,
+    gpus_per_task: float = 0.0,
+) -> Iterator[Record]:
+    """Yield a record per task, in completion order, from ``workers`` processes or Ray actors."""
+    if backend not in BACKENDS:
+        raise DiswotError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
+    if not tasks:
+        return iter(())
+    if backend == "local":
+        if workers < 1:
+            raise DiswotError(f"--workers must be at least 1, got {workers}")
+        size = chunk_size or default_chunk_size(len(tasks), workers)
+        return _local_stream(recipe, _chunks(tasks, size), workers)
+    return _ray_stream(recipe, tasks, workers, chunk_size, address, gpus_per_task)
+
+
+# ------------------------------------------------------------------------------------ local
+
+
+_WORKER_SCORER = None
+
+
+def _local_init(recipe: ScorerRecipe) -> None:
+    global _WORKER_SCORER
+    # N workers with the default thread count would oversubscribe the cores N-fold.
+    torch.set_num_threads(1)
+    _WORKER_SCORER = recipe.build()
+
+
+def _local_run(chunk: list[Task]) -> list[Record]:
+    assert _WORKER_SCORER is not None, "worker not initialised"
+    return score_chunk(_WORKER_SCORER, chunk)
+
+
+def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) -> Iterator[Record]:
+    pending = deque(chunks)
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=ctx,
+        initializer=_local_init,
+        initargs=(recipe,),
+    )
+    in_flight: set[Future] = set()
+    try:
+        while pending or in_flight:
+            # Two chunks per worker in flight: no worker idles while the parent writes results.
+            while pending and len(in_flight) < 2 * workers:
+                in_flight.add(pool.submit(_local_run, pending.popleft()))
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                try:
+                    records = fut.result()
+                except BrokenProcessPool:
+                    raise DiswotError(
+                        "a worker process died (out of memory or killed); scores so far are "
+                        "cached, rerun the same command to resume"
+                    ) from None
+                yield from records
+    finally:
+        for fut in in_flight:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------ ray
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DiswotError(f"--backend ray needs Ray; {RAY_HINT}") from None
+    return ray
+
+
+def _ray_connect(ray, address: str | None, workers: int) -> bool:
+    """Join the cluster at ``address`` (or start a local runtime); True when we started it."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        kwargs["address"] = address
+    elif workers > 0:
+        kwargs["num_cpus"] = workers
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
+        where = f"at {address}" if address else "locally"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiswotError(
+            f"cannot start or reach a Ray cluster {where} ({msg}); check --address "
+            f"(host:port of 'ray start --head', or 'auto'), and that Ray is installed: {RAY_HINT}"
+        ) from None
+    return True
+
+
+def _ray_workers(ray, workers: int | None, gpus_per_task: float) -> int:
+    if workers and workers > 0:
+        return workers
+    res = ray.cluster_resources()
+    if gpus_per_task > 0:
+        return max(1, int(res.get("GPU", 0) / gpus_per_task))
+    return max(1, int(res.get("CPU", 1)))
+
+
+def _cause(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
+
+
+def _ray_stream(
+    recipe: ScorerRecipe,
+    tasks: Sequence[Task],
+    workers: int | None,
+    chunk_size: int | None,
+    address: str | None,
+    gpus_per_task: float,
+    max_resubmits: int = 3,
+) -> Iterator[Record]:
+    ray = _import_ray()
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    started = _ray_connect(ray, address, workers or 0)
+    try:
+        n = _ray_workers(ray, workers, gpus_per_task)
+        size = chunk_size or default_chunk_size(len(tasks), n)
+        pending = deque((chunk, 0) for chunk in _chunks(tasks, size))
+        actor_cls = ray.remote(_RayScorer).options(
+            num_cpus=1,
+            num_gpus=gpus_per_task,
+            # A dead actor process is restarted (it rebuilds its Scorer) and the calls it had in
+            # flight are retried by Ray; evaluations are pure, so a retry is always safe.
+            max_restarts=3,
+            max_task_retries=3,
+        )
+        run_id = uuid.uuid4().hex[:8]
+        actors = [
+            actor_cls.options(name=f"diswot-scorer-{run_id}-{i}").remote(recipe) for i in range(n)
+        ]
+        alive = list(range(n))
+        in_flight: dict[Any, tuple[int, list[Task], int]] = {}
+        load = dict.fromkeys(alive, 0)
+
+        def submit() -> None:
+            while pending and alive:
+                i = min(alive, key=lambda k: load[k])
+                if load[i] >= 2:  # two chunks per actor in flight, as in the local pool
+                    return
+                chunk, tries = pending.popleft()
+                in_flight[actors[i].run.remote(chunk)] = (i, chunk, tries)
+                load[i] += 1
+
+        submit()
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = done[0]
+            i, chunk, tries = in_flight.pop(ref)
+            load[i] -= 1
+            try:
+                records = ray.get(ref)
+            except RayTaskError as exc:  # the scoring itself failed: a user error, not a crash
+                raise DiswotError(_cause(exc)) from None
+            except (RayActorError, GetTimeoutError) as exc:
+                # Ray gave up on this actor (restarts exhausted, node lost): its chunk goes to
+                # another actor, so the scores are never silently missing.
+                if i in alive:
+                    alive.remove(i)
+                if tries >= max_resubmits or not alive:
+                    raise DiswotError(
+                        f"Ray workers died and a chunk failed {tries + 1} times ({_cause(exc)}); "
+                        "scores so far are cached, rerun the same command to resume"
+                    ) from None
+                pending.appendleft((chunk, tries + 1))
+            else:
+                yield from records
+            submit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _RayScorer:
+    """A Ray actor holding one Scorer (its teacher caches built once, at construction)."""
+
+    def __init__(self, recipe: ScorerRecipe) -> None:
+        if recipe.plan.settings["device"] == "cpu":
+            torch.set_num_threads(1)  # one CPU per actor, as the actor's resources say
+        self.scorer = recipe.build()
+
+    def run(self, chunk: list[Task]) -> list[Record]:
+        return score_chunk(self.scorer, chunk)
+
+    def pid(self) -> int:
+        return os.getpid()
