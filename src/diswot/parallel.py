@@ -222,6 +222,8 @@ def _ray_stream(
     ray = _import_ray()
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+    if str(recipe.plan.settings["device"]).startswith("cuda") and gpus_per_task <= 0:
+        gpus_per_task = 1.0  # an actor without a GPU reservation may not see any GPU at all
     started = _ray_connect(ray, address, workers or 0)
     try:
         n = _ray_workers(ray, workers, gpus_per_task)

@@ -59,6 +59,30 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="run folder (default runs/rank-<space>[-<target>][-shardIofN]); resumable",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="score on N processes (local) or N Ray actors (ray; default: the cluster's CPUs, or "
+        "GPUs / --gpus-per-task); same scores and cache as the serial default",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes or a Ray cluster (pip install 'diswot[ray]'); default local",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (host:port or 'auto'); default: start a local Ray runtime",
+    )
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=0.0,
+        help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
+    )
     add_probe_args(p, teacher_default=None)
     p.set_defaults(seeds=1)
     return p
@@ -96,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             device=args.device,
             progress=not args.no_progress,
+            workers=args.workers
+            if args.workers is not None
+            else (0 if args.backend == "ray" else 1),
+            backend=args.backend,
+            address=args.address,
+            gpus_per_task=args.gpus_per_task,
         )
     if args.json:
         print_json(
