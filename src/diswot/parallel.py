@@ -229,7 +229,8 @@ def _ray_stream(
         n = _ray_workers(ray, workers, gpus_per_task)
         size = chunk_size or default_chunk_size(len(tasks), n)
         pending = deque((chunk, 0) for chunk in _chunks(tasks, size))
-        actor_cls = ray.remote(_RayScorer).options(
+        actor_cls = ray.remote(_RayScorer)
+        opts = dict(
             num_cpus=1,
             num_gpus=gpus_per_task,
             # A dead actor process is restarted (it rebuilds its Scorer) and the calls it had in
@@ -239,7 +240,8 @@ def _ray_stream(
         )
         run_id = uuid.uuid4().hex[:8]
         actors = [
-            actor_cls.options(name=f"diswot-scorer-{run_id}-{i}").remote(recipe) for i in range(n)
+            actor_cls.options(name=f"diswot-scorer-{run_id}-{i}", **opts).remote(recipe)
+            for i in range(n)
         ]
         alive = list(range(n))
         in_flight: dict[Any, tuple[int, list[Task], int]] = {}

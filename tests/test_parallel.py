@@ -1,0 +1,116 @@
+"""Parallel scoring (:mod:`diswot.parallel`): worker processes and Ray actors give the serial path's
+scores bit for bit, write the same resumable cache, and lose nothing when a worker dies."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from diswot.errors import DiswotError
+from diswot.rank import _record, load_scores, run_rank
+
+ARCHS = ["111", "135", "333", "513", "731", "777", "155", "715"]
+FAST = dict(teacher="resnet8", batch_size=8, progress=False, archs=ARCHS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def serial() -> dict:
+    """The reference: the default in-process path."""
+    return run_rank("s1", **FAST).scores
+
+
+def _keys(path: Path) -> list[tuple[str, int]]:
+    return [(r["arch"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_workers_resume_serial_cache_with_identical_scores(serial: dict, tmp_path: Path) -> None:
+    # A run folder whose cache already holds 3 architectures (as a killed serial run leaves it):
+    # the 2-process run must score only the other 5, append them, and agree bit for bit.
+    out = tmp_path / "run"
+    out.mkdir()
+    cache = out / "scores.jsonl"
+    done = ARCHS[:3]
+    cache.write_text("".join(_record(a, 0, serial[a][0], {}) + "\n" for a in done))
+    res = run_rank("s1", workers=2, chunk_size=2, out_dir=out, **FAST)
+    assert res.scores == serial  # exact float equality, every proxy
+    keys = _keys(cache)
+    assert keys[:3] == [(a, 0) for a in done]
+    assert sorted(keys[3:]) == sorted((a, 0) for a in ARCHS[3:])  # each scored once, none again
+    assert load_scores(cache) == serial
+    # Rerun: everything cached, nothing scored, no worker started.
+    t0 = time.perf_counter()
+    again = run_rank("s1", workers=2, out_dir=out, **FAST)
+    assert again.scores == serial and len(_keys(cache)) == len(ARCHS)
+    assert time.perf_counter() - t0 < 20
+
+
+def test_bad_parallel_settings_are_one_line_errors() -> None:
+    with pytest.raises(DiswotError, match="--workers must be at least 1"):
+        run_rank("s1", workers=0, **FAST)
+    with pytest.raises(DiswotError, match="unknown backend 'dask'"):
+        run_rank("s1", backend="dask", **FAST)
+
+
+def test_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    with pytest.raises(DiswotError, match=r"pip install 'diswot\[ray\]'") as info:
+        run_rank("s1", backend="ray", workers=2, **FAST)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ Ray
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[object]:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_rank_survives_killed_actors(serial: dict, ray_runtime, tmp_path: Path) -> None:
+    ray = ray_runtime
+    out = tmp_path / "ray"
+    cache = out / "scores.jsonl"
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["res"] = run_rank("s1", backend="ray", workers=2, chunk_size=1, out_dir=out, **FAST)
+        except BaseException as exc:  # surfaced by the assertions below
+            box["err"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (cache.exists() and cache.read_text().count("\n") >= 1):
+        assert thread.is_alive() and time.monotonic() < deadline, box
+        time.sleep(0.05)
+    names = sorted(n for n in ray.util.list_named_actors() if n.startswith("diswot-scorer-"))
+    assert len(names) == 2
+    scored_before = cache.read_text().count("\n")
+    # One actor dies and is restarted by Ray (its calls retried); the other dies for good, so
+    # its chunks must be re-submitted to the survivor.
+    ray.kill(ray.get_actor(names[0]), no_restart=False)
+    ray.kill(ray.get_actor(names[1]), no_restart=True)
+    thread.join(timeout=180)
+    assert not thread.is_alive() and "err" not in box, box.get("err")
+    assert scored_before < len(ARCHS)  # the kills happened mid-run
+    assert box["res"].scores == serial
+    assert sorted(_keys(cache)) == sorted((a, 0) for a in ARCHS)  # nothing lost or doubled
