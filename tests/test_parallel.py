@@ -76,6 +76,15 @@ def test_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------------------------ Ray
 
 
+def test_ray_unreachable_address_fails_fast() -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")
+    assert not ray.is_initialized()  # runs before the module's Ray runtime starts
+    t0 = time.perf_counter()
+    with pytest.raises(DiswotError, match="cannot reach the Ray cluster at 127.0.0.1:1") as info:
+        run_rank("s1", backend="ray", address="127.0.0.1:1", **FAST)
+    assert "\n" not in str(info.value) and time.perf_counter() - t0 < 10
+
+
 @pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[object]:
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import socket
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -180,6 +181,7 @@ def _ray_connect(ray, address: str | None, workers: int) -> bool:
         return False
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address:
+        _check_reachable(address)
         kwargs["address"] = address
     elif workers > 0:
         kwargs["num_cpus"] = workers
@@ -193,6 +195,21 @@ def _ray_connect(ray, address: str | None, workers: int) -> bool:
             f"(host:port of 'ray start --head', or 'auto'), and that Ray is installed: {RAY_HINT}"
         ) from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a ``host:port`` nobody listens on; ``ray.init`` would retry for minutes."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return  # 'auto' and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DiswotError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
+            f"'ray start --head' or fix --address (Ray itself: {RAY_HINT})"
+        ) from None
 
 
 def _ray_workers(ray, workers: int | None, gpus_per_task: float) -> int:
