@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from diswot.cli import main
 from diswot.errors import DiswotError
 from diswot.rank import _record, load_scores, run_rank
 
@@ -66,11 +67,27 @@ def test_bad_parallel_settings_are_one_line_errors() -> None:
         run_rank("s1", backend="dask", **FAST)
 
 
-def test_ray_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_missing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(DiswotError, match=r"pip install 'diswot\[ray\]'") as info:
         run_rank("s1", backend="ray", workers=2, **FAST)
     assert "\n" not in str(info.value)
+    # The CLI flags reach run_rank, and the error is one line with exit status 2.
+    argv = ["rank", "--backend", "ray", "--address", "auto", "--gpus-per-task", "0.5"]
+    argv += [
+        "--teacher",
+        "resnet8",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diswot: error: --backend ray needs Ray") and "\n" not in err
 
 
 # ------------------------------------------------------------------------------------ Ray
