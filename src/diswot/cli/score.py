@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from diswot.cli._common import add_probe_args, print_json
+from diswot.models.nb201 import is_arch_string
 from diswot.probe import Scorer
 from diswot.proxies import resolve_proxies
 
@@ -42,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     names = resolve_proxies(args.proxy)
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
     res = scorer.score(args.student, proxies)
+    convention = "nb201" if is_arch_string(args.student) else "macs"
+    conv_text = (
+        "NB201/NASLib convention (conv/linear multiply-adds + BN/ReLU/pool terms)"
+        if convention == "nb201"
+        else "multiply-adds of conv/linear layers"
+    )
     comps = {"ms": res.values["ms"], "mr": res.values["mr"]}
     if args.json:
         print_json(
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 "semantic_form": res.info.get("semantic_form"),
                 "params": res.params,
                 "flops": res.flops,
+                "flop_convention": convention,
                 "seeds": list(scorer.seeds),
                 "seconds": round(res.seconds, 4),
             }
@@ -70,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     for k, v in res.values.items():
         if k not in ("diswot", "ms", "mr"):
             print(f"  {k}: {v:.6g}")
-    print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M multiply-adds")
+    print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M ({conv_text})")
     return 0

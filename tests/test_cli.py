@@ -1,0 +1,68 @@
+"""The ``diswot`` command end to end: score, errors, and a small rank."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diswot.cli import main
+
+
+def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["score", "--teacher", "resnet8", "--student", "313", "--batch-size", "8", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"score", "components", "params", "flops"}
+    assert out["score"] == pytest.approx(-(out["components"]["ms"] + out["components"]["mr"]))
+    assert out["flop_convention"] == "macs"
+    assert out["params"] > 0 and out["flops"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["score", "--student", "9x9", "--teacher", "resnet8"], "unknown model"),
+        (["score", "--student", "111", "--teacher", "resnet8", "--batch-size", "1"], "at least 2"),
+        (["rank", "--space", "nope"], "unknown"),
+        (["rank", "--space", "s1", "--proxy", "nope"], "known"),
+    ],
+)
+def test_bad_input_is_one_line(
+    argv: list[str], match: str, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    rc = main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "rank" else argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("diswot: error:") and match in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_module_entry_point_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "diswot.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.startswith("diswot ")
+
+
+def test_rank_small_subset_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    archs = tmp_path / "archs.txt"
+    archs.write_text("111\n113\n131\n311\n333\n")
+    rc = main(
+        [
+            "rank", "--space", "s1", "--teacher", "resnet8", "--batch-size", "8",
+            "--archs", str(archs), "--out", str(tmp_path / "r"), "--json", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {(c["proxy"], c["target"]): c for c in out["correlations"]}
+    assert {("diswot", "kd"), ("params", "kd"), ("flops", "cls")} <= set(rows)
+    assert -1 <= rows[("diswot", "kd")]["kendall"] <= 1
+    for name in ("scores.csv", "correlations.json", "scatter.png", "settings.json"):
+        assert (tmp_path / "r" / name).exists()
