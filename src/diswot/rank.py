@@ -148,7 +148,10 @@ def _nan_low(x: float) -> float:
 def _pm(mean: float, std: float, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "nan"
-    return f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    # A std that rounds to zero (e.g. float noise of identical seeds) is not shown.
+    if round(std, digits) == 0:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------ inputs
