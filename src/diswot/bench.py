@@ -34,14 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from diswot.errors import DiswotError
+from diswot.models.nb201 import NASLIB_OPS, arch_to_naslib, naslib_to_arch  # noqa: F401 (re-exported)
 
-NB201_OPS: tuple[str, ...] = (
-    "skip_connect",
-    "none",
-    "nor_conv_3x3",
-    "nor_conv_1x1",
-    "avg_pool_3x3",
-)
+# The converters live with the NB201 model (one definition); re-exported here for data users.
+NB201_OPS = NASLIB_OPS
 NB201_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "ImageNet16-120")
 NB201_SIZE = 15625
 S1_TARGETS: tuple[str, ...] = ("kd", "cls")
@@ -52,42 +48,10 @@ _NB201_FILE = "nb201_acc.csv.gz"
 _NASLIB_FILE = "naslib_zc_nb201_725.json.gz"
 _ZEN_FILE = "nb201_zen.csv.gz"
 
-# Position in the NB201 string (node1: e10 | node2: e20 e21 | node3: e30 e31 e32) of each NASLib
-# tuple slot (e10, e20, e30, e21, e31, e32).
-_NASLIB_TO_STRING_SLOT = (0, 1, 3, 2, 4, 5)
-
 
 def _read_bytes(name: str) -> bytes:
     data = resources.files("diswot").joinpath("_data", name).read_bytes()
     return gzip.decompress(data) if name.endswith(".gz") else data
-
-
-# --------------------------------------------------------------------------- arch encodings
-
-
-def naslib_to_arch(ops: tuple[int, ...] | list[int]) -> str:
-    """NASLib op-index tuple -> NB201 arch string (see the module docstring for the edge order)."""
-    ops = tuple(int(o) for o in ops)
-    if len(ops) != 6 or not all(0 <= o < len(NB201_OPS) for o in ops):
-        raise DiswotError(f"NASLib NB201 tuple must be 6 op indices in 0..4, got {ops}")
-    e10, e20, e30, e21, e31, e32 = (NB201_OPS[o] for o in ops)
-    return f"|{e10}~0|+|{e20}~0|{e21}~1|+|{e30}~0|{e31}~1|{e32}~2|"
-
-
-def arch_to_naslib(arch: str) -> tuple[int, ...]:
-    """NB201 arch string -> NASLib op-index tuple; inverse of :func:`naslib_to_arch`."""
-    try:
-        nodes = [[tok.split("~") for tok in node.strip("|").split("|")] for node in arch.split("+")]
-        flat = [(op, int(src)) for node in nodes for op, src in node]
-        if [len(n) for n in nodes] != [1, 2, 3] or [s for _, s in flat] != [0, 0, 1, 0, 1, 2]:
-            raise ValueError
-        in_string_order = [NB201_OPS.index(op) for op, _ in flat]
-    except (ValueError, AttributeError):
-        raise DiswotError(
-            f"not an NB201 arch string: {arch!r}; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2| "
-            f"with ops {', '.join(NB201_OPS)}"
-        ) from None
-    return tuple(in_string_order[s] for s in _NASLIB_TO_STRING_SLOT)
 
 
 def _nb201_dataset(dataset: str) -> str:
