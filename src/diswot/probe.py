@@ -134,7 +134,9 @@ class StudentProbe:
 
     @cached_property
     def cost(self) -> ModelCost:
-        return self.scorer.cost(self.student, self.model)
+        # A named student is costed from its name (cached); only a module needs the built model.
+        model = None if isinstance(self.student, str) else self.model
+        return self.scorer.cost(self.student, model)
 
 
 class Scorer:
