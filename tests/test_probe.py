@@ -101,3 +101,12 @@ def test_gaussian_init_is_the_papers(scorer: Scorer) -> None:
     assert 0.8 < conv.weight.std().item() < 1.2
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def test_teacher_sees_its_own_resolution() -> None:
+    """A 32 px CIFAR teacher scoring larger students gets the same batch, resized."""
+    sc = Scorer("resnet8", num_classes=10, batch_size=4, image_size=64, teacher_image_size=32)
+    assert sc.teacher(0).feature_map.shape[-1] == 8  # 32 px through two stride-2 stages
+    plain = Scorer("resnet8", num_classes=10, batch_size=4, image_size=64)
+    assert plain.teacher(0).feature_map.shape[-1] == 16
+    assert math.isfinite(sc.score("111").values["diswot"])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diswot.data import probe_batch
@@ -156,6 +157,8 @@ class Scorer:
             ``build``); defaults to :func:`~diswot.models.create_model`.
         coster: ``f(arch, num_classes, input_size) -> ModelCost`` for string students; defaults to
             :func:`~diswot.models.cost.profile_arch`.
+        teacher_image_size: resolution the teacher sees when it differs from the students' (a CIFAR
+            teacher at 32 px scoring 224 px ViT students): the same probe batch, bilinearly resized.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class Scorer:
         student_feature: str | None = None,
         builder: Callable[[str, int], nn.Module] | None = None,
         coster: Callable[[str, int, tuple[int, int, int, int]], ModelCost] | None = None,
+        teacher_image_size: int | None = None,
     ) -> None:
         if num_classes < 2:
             raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
@@ -204,8 +208,25 @@ class Scorer:
         self.student_feature = student_feature
         self.builder = builder or (lambda arch, k: create_model(arch, num_classes=k))
         self.coster = coster or profile_arch
+        self.teacher_image_size = teacher_image_size
         self._batches: dict[int, tuple[Tensor, Tensor]] = {}
         self._teachers: dict[int, TeacherCache] = {}
+
+    @classmethod
+    def for_space(cls, space: object, teacher: str | nn.Module | None, **kwargs: object) -> Scorer:
+        """A Scorer wired to a search space: its builder, cost model, feature hooks, the teacher's
+        resolution and the semantic form the space asks for (all optional attributes)."""
+        classifier, feature = getattr(space, "feature_hooks", (None, None))
+        kwargs.setdefault("semantic", getattr(space, "semantic", "auto"))
+        kwargs.setdefault("teacher_image_size", getattr(space, "teacher_image_size", None))
+        return cls(
+            teacher,
+            builder=space.build,  # type: ignore[attr-defined]
+            coster=lambda arch, k, size: space.cost(arch, k, size[-1]),  # type: ignore[attr-defined]
+            student_classifier=classifier,
+            student_feature=feature,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     # -- shared state ------------------------------------------------------------------------------
     @property
@@ -257,6 +278,9 @@ class Scorer:
             t0 = time.perf_counter()
             model = self.build(self.teacher_spec, _seed_of(seed, 1), teacher=True)
             x, y = self.batch(seed)
+            t_size = self.teacher_image_size
+            if t_size and t_size != x.shape[-1]:
+                x = F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
             model.train()
             with (
                 torch.no_grad(),

@@ -451,9 +451,8 @@ def _make_scorer(plan: _Plan, data_root: str | None) -> Scorer:
         # Built here, with the target's class count (the Scorer's builder builds the space's
         # students); the Scorer re-initialises it under each probe seed.
         teacher = create_model(teacher, num_classes=s["num_classes"])
-    classifier, feature = getattr(plan.space, "feature_hooks", (None, None))
-    sp = plan.space
-    return Scorer(
+    return Scorer.for_space(
+        plan.space,
         teacher,
         num_classes=s["num_classes"],
         batch_size=s["batch_size"],
@@ -463,10 +462,6 @@ def _make_scorer(plan: _Plan, data_root: str | None) -> Scorer:
         data_root=data_root,
         image_size=s["image_size"],
         device=s["device"],
-        student_classifier=classifier,
-        student_feature=feature,
-        builder=sp.build,
-        coster=lambda arch, k, size: sp.cost(arch, k, size[-1]),
     )
 
 

@@ -978,8 +978,8 @@ def _proxy_objective(
     from diswot.proxies import get_proxy
 
     spec = get_proxy(proxy)
-    classifier, feature = sp.feature_hooks
-    scorer = Scorer(
+    scorer = Scorer.for_space(
+        sp,
         teacher,
         num_classes=num_classes,
         batch_size=batch_size,
@@ -989,10 +989,6 @@ def _proxy_objective(
         data_root=data_root,
         image_size=image_size,
         device=device,
-        student_classifier=classifier,
-        student_feature=feature,
-        builder=sp.build,
-        coster=lambda arch, k, size: sp.cost(arch, k, size[-1]),
     )
     if spec.needs_teacher:
         for s in seeds:  # fail now (e.g. a teacher with another class count), not mid-search
