@@ -280,7 +280,9 @@ class Scorer:
             x, y = self.batch(seed)
             t_size = self.teacher_image_size
             if t_size and t_size != x.shape[-1]:
-                x = F.interpolate(x, size=(t_size, t_size), mode="bilinear", align_corners=False)
+                x = F.interpolate(
+                    x, size=(t_size, t_size), mode="bilinear", align_corners=False, antialias=True
+                )
             model.train()
             with (
                 torch.no_grad(),
