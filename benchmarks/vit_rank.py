@@ -8,6 +8,7 @@ whole set, with the ties and outliers behind each figure.
 
     python benchmarks/vit_rank.py score --space pit --dataset c100 [--batch-size 16] [--proxies ...]
     python benchmarks/vit_rank.py report --space pit --dataset c100 [--markdown]
+    python benchmarks/vit_rank.py table --space pit  # every scored dataset in one Markdown table
     python benchmarks/vit_rank.py baseline            # params/FLOPs only: no network is run
 
 Scores are appended to ``<out>/<space>-<dataset>-b<batch>/scores.jsonl`` as they are computed, so a
@@ -40,13 +41,15 @@ from diswot.spaces import get_space
 FORWARD_ONLY = ("diswot", "ms", "mr", "kd", "ickd", "at", "rkd", "l2_norm", "params", "flops")
 
 
-def _scorer(space_name: str, dataset: str, batch_size: int, seeds: list[int]) -> Scorer:
+def _scorer(
+    space_name: str, dataset: str, batch_size: int, seeds: list[int], feature: str | None = None
+) -> Scorer:
     space = get_space(space_name)
     spec = space.dataset(f"{dataset}_kd")
     teacher = create_model(space.default_teacher, num_classes=spec.num_classes)
     # Until the Scorer resizes for the teacher itself, the teacher resizes its own input.
     teacher = ResizeInput(teacher, space.teacher_image_size)
-    classifier, feature = space.feature_hooks
+    classifier, default_feature = space.feature_hooks
     return Scorer(
         teacher,
         num_classes=spec.num_classes,
@@ -55,14 +58,15 @@ def _scorer(space_name: str, dataset: str, batch_size: int, seeds: list[int]) ->
         image_size=spec.image_size,
         semantic="class",
         student_classifier=classifier,
-        student_feature=feature,
+        student_feature=feature or default_feature,
         builder=space.build,
         coster=lambda arch, k, size: space.cost(arch, k, size[-1]),
     )
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out) / f"{args.space}-{args.dataset}-b{args.batch_size}"
+    tag = f"-{args.feature}" if args.feature else ""
+    return Path(args.out) / f"{args.space}-{args.dataset}-b{args.batch_size}{tag}"
 
 
 def _load(path: Path) -> dict[tuple[str, int], dict]:
@@ -91,7 +95,7 @@ def score(args: argparse.Namespace) -> None:
     run.mkdir(parents=True, exist_ok=True)
     cache = run / "scores.jsonl"
     recs = _load(cache)
-    scorer = _scorer(args.space, args.dataset, args.batch_size, args.seeds)
+    scorer = _scorer(args.space, args.dataset, args.batch_size, args.seeds, args.feature)
     t0 = time.perf_counter()
     for s in args.seeds:
         scorer.teacher(s)
@@ -143,6 +147,17 @@ def _ties(v: np.ndarray) -> int:
 
 
 def report(args: argparse.Namespace) -> list[dict]:
+    rows, secs = _rows(args)
+    if args.markdown:
+        _markdown(rows, secs)
+    else:
+        for r in rows:
+            print(json.dumps(r))
+    return rows
+
+
+def _rows(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
+    """Correlation rows of one scored run, and the CPU seconds of each (student, seed)."""
     space = get_space(args.space)
     recs = _load(_run_dir(args) / "scores.jsonl")
     targets = [t for t in space.targets if t.startswith(args.dataset + "_")]
@@ -154,11 +169,15 @@ def report(args: argparse.Namespace) -> list[dict]:
                 truth = space.ground_truth(target, part)
             except Exception:  # noqa: BLE001 - a part without this target
                 continue
+            if part is not None and len(truth) == len(space.ground_truth(target)):
+                continue  # the only part holding this target: same as the whole set
             archs = [a for a in truth if all((a, s) in recs for s in args.seeds)]
             if len(archs) < len(truth):
                 continue
             y = np.array([truth[a] for a in archs])
             for p in proxies:
+                if not all(p in recs[(a, s)]["values"] for a in archs for s in args.seeds):
+                    continue  # not scored for every student (yet)
                 sign = get_proxy(p).sign
                 per = [
                     np.array([_val(recs[(a, s)]["values"].get(p)) * sign for a in archs])
@@ -183,12 +202,46 @@ def report(args: argparse.Namespace) -> list[dict]:
                     }
                 )
     secs = [sum(x[1] for x in r["seconds"].values()) for r in recs.values()]
-    if args.markdown:
-        _markdown(rows, secs)
-    else:
-        for r in rows:
-            print(json.dumps(r))
-    return rows
+    return rows, secs
+
+
+def table(args: argparse.Namespace) -> None:
+    """One Markdown table over every scored dataset of a space: Kendall / Spearman per target."""
+    rows = []
+    for dataset in ("c100", "flowers", "chaoyang"):
+        args.dataset = dataset
+        rows += _rows(args)[0]
+    by = {(r["target"], r["part"], r["proxy"]): r for r in rows}
+    cols = []
+    for kind in ("_kd", "_base"):
+        for dataset in ("c100", "flowers", "chaoyang"):
+            t = dataset + kind
+            cols += sorted(
+                {(r["target"], r["part"]) for r in rows if r["target"] == t},
+                key=lambda c: (c[1] != "all", str(c[1])),
+            )
+    first = ("c100_kd", "all")
+    proxies = sorted(
+        {r["proxy"] for r in rows},
+        key=lambda p: -by.get((*first, p), {"kendall": -9})["kendall"],
+    )
+    head = [f"{t}" + ("" if p == "all" else f" (part {p})") for t, p in cols]
+    print("| proxy | " + " | ".join(head) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for p in proxies:
+        cells = []
+        for c in cols:
+            r = by.get((*c, p))
+            cells.append("" if r is None else f"{r['kendall']:.2f} / {r['spearman']:.2f}")
+        print(f"| `{p}` | " + " | ".join(cells) + " |")
+    print(
+        "| n (accuracy ties, far outliers) | "
+        + " | ".join(
+            "{n} ({acc_ties}, {acc_outliers})".format(**next(by[k] for k in by if k[:2] == c))
+            for c in cols
+        )
+        + " |"
+    )
 
 
 def _val(v: float | None) -> float:
@@ -199,7 +252,11 @@ def _markdown(rows: list[dict], secs: list[float]) -> None:
     by: dict[tuple, dict] = {}
     for r in rows:
         by[(r["target"], r["part"], r["proxy"])] = r
-    cols = sorted({(r["target"], r["part"]) for r in rows}, key=lambda c: (c[0], str(c[1])))
+    # KD targets first, the whole set before its parts; proxies by Kendall on the first column
+    cols = sorted(
+        {(r["target"], r["part"]) for r in rows},
+        key=lambda c: (not c[0].endswith("_kd"), c[0], c[1] != "all", str(c[1])),
+    )
     proxies = sorted(
         {r["proxy"] for r in rows},
         key=lambda p: -by.get((cols[0][0], cols[0][1], p), {"kendall": -9})["kendall"],
@@ -257,18 +314,25 @@ def baseline(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("score", "report"):
+    for name in ("score", "report", "table"):
         p = sub.add_parser(name)
         p.add_argument("--space", choices=("pit", "autoformer"), required=True)
-        p.add_argument("--dataset", choices=("c100", "flowers", "chaoyang"), default="c100")
+        if name != "table":
+            p.add_argument("--dataset", choices=("c100", "flowers", "chaoyang"), default="c100")
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--seeds", type=int, nargs="+", default=[0])
         p.add_argument("--out", default="runs/vit-rank")
+        p.add_argument(
+            "--feature",
+            default=None,
+            help="student module whose output the relation term uses (default: the space's "
+            "token_map; final_token = the classifier input) - an ablation",
+        )
         if name == "score":
             p.add_argument("--proxies", default=",".join(FORWARD_ONLY))
             p.add_argument("--limit", type=int, default=0, help="score only the first N students")
             p.add_argument("--threads", type=int, default=2)
-        else:
+        elif name == "report":
             p.add_argument("--markdown", action="store_true")
     sub.add_parser("baseline")
     args = ap.parse_args()
@@ -277,7 +341,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads",
         flush=True,
     )
-    {"score": score, "report": report, "baseline": baseline}[args.cmd](args)
+    {"score": score, "report": report, "table": table, "baseline": baseline}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -165,6 +165,8 @@ class _VitSpace(SearchSpace):
     #: channel form for the students whose final width happens to equal the teacher's 64 (PiT
     #: b16/h4, b32/h2) and that form lives on another scale (~2 against ~0.02), ranking them apart.
     semantic = "class"
+    #: No BatchNorm anywhere (LayerNorm only): proxies built on BN statistics (zen) do not apply.
+    has_batchnorm = False
     family = ""
 
     def dataset(self, target: str | None = None) -> DatasetSpec:
