@@ -315,3 +315,191 @@ class _RayScorer:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+# ------------------------------------------------------------------------------------ pools
+#
+# ``rank`` streams independent chunks and takes results in completion order. ``search`` needs
+# something else: candidates whose results feed the next proposals, so the results must be
+# claimed in *submission* order to keep a run reproducible (the same seed and the same number in
+# flight give the same candidates, whichever backend or machine ran them, and a killed run replays
+# exactly). A pool evaluates one pure function ``fn(item)``, built in every worker once by a
+# picklable zero-argument ``factory``; ``submit`` returns a ticket, ``result(ticket)`` blocks.
+
+
+class InlinePool:
+    """No workers: ``fn(item)`` runs in this process when its result is claimed. With one
+    candidate in flight this is exactly the serial loop."""
+
+    def __init__(self, factory: Any) -> None:
+        self.fn = factory()
+
+    def submit(self, item: Any) -> Any:
+        return item
+
+    def result(self, ticket: Any) -> Any:
+        return self.fn(ticket)
+
+    def close(self) -> None:
+        pass
+
+
+_POOL_FN = None
+
+
+def _pool_init(factory: Any) -> None:
+    global _POOL_FN
+    torch.set_num_threads(1)  # N workers with default threads would oversubscribe N-fold
+    _POOL_FN = factory()
+
+
+def _pool_call(item: Any) -> Any:
+    assert _POOL_FN is not None, "worker not initialised"
+    return _POOL_FN(item)
+
+
+class ProcessPool:
+    """``workers`` spawned processes, each holding its own ``factory()`` (its own Scorer and
+    teacher cache, its own CUDA context on a GPU): students are built in parallel, which is what
+    bounds throughput on a GPU, not the GPU."""
+
+    def __init__(self, factory: Any, workers: int) -> None:
+        if workers < 1:
+            raise DiswotError(f"--workers must be at least 1, got {workers}")
+        try:
+            import pickle
+
+            pickle.dumps(factory)
+        except Exception as exc:
+            raise DiswotError(
+                f"the objective cannot be sent to worker processes ({type(exc).__name__}); use a "
+                "module-level function or class, or run with --workers 1"
+            ) from None
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_pool_init,
+            initargs=(factory,),
+        )
+
+    def submit(self, item: Any) -> Future:
+        return self.pool.submit(_pool_call, item)
+
+    def result(self, ticket: Future) -> Any:
+        try:
+            return ticket.result()
+        except BrokenProcessPool:
+            raise DiswotError(
+                "a worker process died (out of memory or killed); what was scored is saved, "
+                "rerun the same command to resume"
+            ) from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _RayEvaluator:
+    """A Ray actor holding one ``factory()`` (its Scorer and teacher caches built once)."""
+
+    def __init__(self, factory: Any, cpu_threads: bool) -> None:
+        if cpu_threads:
+            torch.set_num_threads(1)
+        self.fn = factory()
+
+    def call(self, item: Any) -> Any:
+        return self.fn(item)
+
+
+class RayPool:
+    """One actor per worker. A dead actor process is restarted by Ray and its call retried; an
+    actor Ray gave up on is dropped and its item sent to a survivor (at most ``max_resubmits``
+    times), so an item is scored or the run stops with a one-line error, never silently lost."""
+
+    def __init__(
+        self,
+        factory: Any,
+        workers: int | None,
+        *,
+        address: str | None = None,
+        gpus_per_task: float = 0.0,
+        device: str = "cpu",
+        max_resubmits: int = 3,
+    ) -> None:
+        self.ray = _import_ray()
+        if str(device).startswith("cuda") and gpus_per_task <= 0:
+            gpus_per_task = 1.0  # an actor without a GPU reservation may not see any GPU
+        self.started = _ray_connect(self.ray, address, workers or 0)
+        try:
+            n = _ray_workers(self.ray, workers, gpus_per_task)
+            cls = self.ray.remote(_RayEvaluator)
+            opts = dict(num_cpus=1, num_gpus=gpus_per_task, max_restarts=3, max_task_retries=3)
+            run_id = uuid.uuid4().hex[:8]
+            cpu_threads = not str(device).startswith("cuda")
+            self.actors = [
+                cls.options(name=f"diswot-eval-{run_id}-{i}", **opts).remote(factory, cpu_threads)
+                for i in range(n)
+            ]
+        except BaseException:
+            self.close()
+            raise
+        self.workers = n
+        self.alive = list(range(n))
+        self.load = dict.fromkeys(self.alive, 0)
+        self.max_resubmits = max_resubmits
+
+    def submit(self, item: Any, tries: int = 0) -> list:
+        if not self.alive:
+            raise DiswotError(
+                "every Ray worker died; what was scored is saved, rerun the same command to resume"
+            )
+        i = min(self.alive, key=lambda k: self.load[k])
+        self.load[i] += 1
+        return [self.actors[i].call.remote(item), i, item, tries]
+
+    def result(self, ticket: list) -> Any:
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        while True:
+            ref, i, item, tries = ticket
+            try:
+                out = self.ray.get(ref)
+            except RayTaskError as exc:  # the evaluation itself failed: a user error
+                raise DiswotError(_cause(exc)) from None
+            except (RayActorError, GetTimeoutError) as exc:
+                if i in self.alive:
+                    self.alive.remove(i)
+                if tries >= self.max_resubmits or not self.alive:
+                    raise DiswotError(
+                        f"Ray workers died and a candidate failed {tries + 1} times "
+                        f"({_cause(exc)}); what was scored is saved, rerun the same command to resume"
+                    ) from None
+                ticket[:] = self.submit(item, tries + 1)
+                continue
+            self.load[i] -= 1
+            return out
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+def make_pool(
+    factory: Any,
+    *,
+    backend: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    gpus_per_task: float = 0.0,
+    device: str = "cpu",
+) -> InlinePool | ProcessPool | RayPool:
+    """The pool for a backend: ``local`` with one worker runs inline (no process is started)."""
+    if backend not in BACKENDS:
+        raise DiswotError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
+    if backend == "ray":
+        return RayPool(
+            factory, workers or None, address=address, gpus_per_task=gpus_per_task, device=device
+        )
+    if workers < 1:
+        raise DiswotError(f"--workers must be at least 1, got {workers}")
+    return InlinePool(factory) if workers == 1 else ProcessPool(factory, workers)

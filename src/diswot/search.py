@@ -398,6 +398,10 @@ class _Engine:
         self._admissible: list[str] | None = None
         self._sum, self._n = 0.0, 0
         self._fh = None
+        self._claimed = 0
+        self._in_flight: set[str] = set()
+        self.pool: Any = None  # set by run_search: evaluates the objective, inline or on workers
+        self.in_flight = 1  # candidates scored at once (claims not yet finished)
         self.bar = tqdm(disable=True)
 
     def start(self, progress: bool, name: str) -> None:
@@ -480,16 +484,26 @@ class _Engine:
     def done(self) -> bool:
         return len(self.order) >= self.cycles
 
-    def evaluate(self, arch: str) -> tuple[dict, bool]:
-        """The record of ``arch``: looked up if already scored, replayed if recorded, else scored."""
-        self.steps += 1
-        rec = self.scored.get(arch)
-        if rec is not None:
-            return rec, False
-        step = len(self.order) + 1
+    @property
+    def claimed_enough(self) -> bool:
+        """No new candidate may be claimed: ``cycles`` are scored or on their way."""
+        return self._claimed >= self.cycles
+
+    def claim(self, arch: str) -> tuple[str, str, Any]:
+        """Reserve the next step for ``arch`` and start scoring it; :meth:`finish` collects it.
+
+        Claims are finished in claim order, so the step numbers, ``candidates.jsonl`` and every
+        later proposal are the same whichever worker finished first. An arch already scored or in
+        flight is a duplicate: it takes no step and resolves to the first one's record.
+        """
+        if arch in self.scored or arch in self._in_flight:
+            return ("dup", arch, None)
+        step = self._claimed + 1
         cost = self.cost(arch)
         if not self.budget.admits(cost):  # defensive: every caller checks first
             raise AssertionError(f"inadmissible candidate {arch} reached scoring")
+        self._claimed += 1
+        self._in_flight.add(arch)
         if step <= len(self.recorded):
             rec = self.recorded[step - 1]
             if rec["arch"] != arch:
@@ -507,11 +521,22 @@ class _Engine:
                 )
             if rec["score"] is None:
                 rec["score"] = math.nan
+            return ("replay", arch, rec)
+        assert self.pool is not None
+        return ("new", arch, (step, cost, self.pool.submit(arch)))
+
+    def finish(self, claim: tuple[str, str, Any]) -> tuple[dict, bool]:
+        """The record of a claim (blocking until its score is in) and whether it is new."""
+        kind, arch, data = claim
+        self.steps += 1
+        if kind == "dup":
+            return self.scored[arch], False
+        if kind == "replay":
+            rec = data
         else:
-            t0 = time.perf_counter()
-            assert self.objective is not None
-            ev = _as_evaluation(self.objective(arch))
-            seconds = time.perf_counter() - t0
+            step, cost, ticket = data
+            assert self.pool is not None
+            ev, seconds = self.pool.result(ticket)
             rec = {
                 "step": step,
                 "arch": arch,
@@ -523,6 +548,7 @@ class _Engine:
                 "seconds": round(seconds, 4),
             }
             self._append(rec)
+        self._in_flight.discard(arch)
         self.scored[arch] = rec
         self.order.append(rec)
         if self.best is None or _key(rec) > _key(self.best):
@@ -530,6 +556,10 @@ class _Engine:
         self.bar.update(1)
         self.bar.set_postfix(best=f"{_key(self.best):.4g}", refresh=False)
         return rec, True
+
+    def evaluate(self, arch: str) -> tuple[dict, bool]:
+        """The record of ``arch``: looked up if already scored, replayed if recorded, else scored."""
+        return self.finish(self.claim(arch))
 
     def note(self, population: Iterable[dict] | None = None) -> None:
         """History point after a new candidate: best so far and the population's mean score.
@@ -582,29 +612,31 @@ def _evolution(
     crossover_prob: float,
     stall_limit: int,
 ) -> str:
+    """Aging evolution with ``eng.in_flight`` candidates scored at once (asynchronous evolution).
+
+    A proposal is made whenever a slot is free: a random sample while the population plus the
+    candidates in flight are fewer than ``population_size``, else a child of the current
+    population's tournament winner. Each finished candidate joins the population at once (the
+    oldest leaves). With one in flight this is the serial algorithm, step for step.
+    """
     population: deque[dict] = deque()
+    queue: deque[tuple[str, str, Any]] = deque()
     stall = 0
-    while not eng.done and len(population) < population_size and stall < stall_limit:
-        rec, new = eng.evaluate(eng.sample_admissible(rng))
-        population.append(rec)
-        stall = 0 if new else stall + 1
-        if new:
-            eng.note(population)
-    while not eng.done and stall < stall_limit:
-        members = list(population)
-        parent = max(rng.sample(members, min(sample_size, len(members))), key=_key)
-        child: str | None = None
-        if crossover_prob > 0 and rng.random() < crossover_prob:
-            other = max(rng.sample(members, min(sample_size, len(members))), key=_key)
-            mixed = eng.space.crossover(parent["arch"], other["arch"], rng)
-            if mixed is not None and mixed != parent["arch"] and eng.admits(mixed):
-                child = mixed
-        if child is None:
-            child = eng.mutate_admissible(parent["arch"], rng)
-        if child is None:
-            stall += 1
-            continue
-        rec, new = eng.evaluate(child)
+    while True:
+        while len(queue) < eng.in_flight and not eng.claimed_enough and stall < stall_limit:
+            if len(population) + len(queue) < population_size:
+                child: str | None = eng.sample_admissible(rng)
+            elif population:
+                child = _propose_child(eng, rng, list(population), sample_size, crossover_prob)
+                if child is None:
+                    stall += 1
+                    continue
+            else:
+                break  # every slot holds an initial sample: wait for the first results
+            queue.append(eng.claim(child))
+        if not queue:
+            break
+        rec, new = eng.finish(queue.popleft())
         population.append(rec)
         if len(population) > population_size:
             population.popleft()  # aging: the oldest leaves, whatever its score
@@ -614,10 +646,28 @@ def _evolution(
     return "cycles" if eng.done else "stalled"
 
 
+def _propose_child(
+    eng: _Engine, rng: random.Random, members: list[dict], sample_size: int, crossover_prob: float
+) -> str | None:
+    """A mutated (or crossed-over) child of the best of a random tournament; None if none fits."""
+    parent = max(rng.sample(members, min(sample_size, len(members))), key=_key)
+    if crossover_prob > 0 and rng.random() < crossover_prob:
+        other = max(rng.sample(members, min(sample_size, len(members))), key=_key)
+        mixed = eng.space.crossover(parent["arch"], other["arch"], rng)
+        if mixed is not None and mixed != parent["arch"] and eng.admits(mixed):
+            return mixed
+    return eng.mutate_admissible(parent["arch"], rng)
+
+
 def _random(eng: _Engine, rng: random.Random, stall_limit: int) -> str:
+    queue: deque[tuple[str, str, Any]] = deque()
     stall = 0
-    while not eng.done and stall < stall_limit:
-        _, new = eng.evaluate(eng.sample_admissible(rng))
+    while True:
+        while len(queue) < eng.in_flight and not eng.claimed_enough and stall < stall_limit:
+            queue.append(eng.claim(eng.sample_admissible(rng)))
+        if not queue:
+            break
+        _, new = eng.finish(queue.popleft())
         stall = 0 if new else stall + 1
         if new:
             eng.note()
@@ -631,10 +681,17 @@ def _exhaustive(eng: _Engine) -> str:
             f"space '{eng.space.name}' is too large to enumerate; use --algorithm evolution or random"
         )
     eng.rejected += len(eng.space.enumerate() or []) - len(pool)
-    for arch in pool:
-        if eng.done:
+    queue: deque[tuple[str, str, Any]] = deque()
+    todo = iter(pool)
+    while True:
+        while len(queue) < eng.in_flight and not eng.claimed_enough:
+            arch = next(todo, None)
+            if arch is None:
+                break
+            queue.append(eng.claim(arch))
+        if not queue:
             break
-        _, new = eng.evaluate(arch)
+        _, new = eng.finish(queue.popleft())
         if new:
             eng.note()
     return "exhausted" if len(eng.order) == len(pool) else "cycles"
@@ -795,6 +852,11 @@ def run_search(
     max_retries: int = 1000,
     stall_limit: int | None = None,
     top_k: int = 10,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_task: float = 0.0,
+    in_flight: int | None = None,
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
 
@@ -819,6 +881,13 @@ def run_search(
         max_retries: redraws of an over-budget sample or mutation before giving up on it.
         stall_limit: steps in a row without a new candidate that end the search (default
             ``max(1000, 20 * population)``).
+        workers: processes (``backend="local"``) or Ray actors (``"ray"``; 0 = the cluster's
+            CPUs, or GPUs / ``gpus_per_task``) that score candidates, each with its own Scorer.
+        backend: ``local`` (in-process for one worker, spawned processes for more) or ``ray``.
+        address, gpus_per_task: Ray cluster address (default: a local runtime) and GPUs per actor.
+        in_flight: candidates scored at once (default ``workers``). Results are taken in proposal
+            order, so a run is a deterministic function of ``(seed, in_flight)`` whatever the
+            backend; ``in_flight=1`` is the serial search.
     """
     t0 = time.perf_counter()
     sp = get_space(space)
@@ -847,6 +916,13 @@ def run_search(
     if not 0.0 <= float(crossover_prob) <= 1.0:
         raise DiswotError(f"--crossover-prob must be in [0, 1]; got {crossover_prob}")
     max_retries = _positive("max_retries", max_retries)
+    from diswot.parallel import BACKENDS
+
+    if backend not in BACKENDS:
+        raise DiswotError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
+    workers = _positive("--workers", workers, minimum=0 if backend == "ray" else 1)
+    if in_flight is not None:
+        in_flight = _positive("--in-flight", in_flight)
     stall_limit = _positive("stall_limit", stall_limit or max(1000, 20 * population))
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
@@ -880,12 +956,23 @@ def run_search(
         "device": str(device),
         "flop_convention": sp.flop_convention,
     }
+
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise DiswotError("resuming needs the run folder; pass --resume DIR")
     # Folder first (cheap), then the teacher (slow, may fail), then write: a failed start leaves
     # no half-made run folder behind.
     recorded = _check_folder(out, settings, resume) if out is not None else []
+    if resume and out is not None:
+        # The number in flight shapes the proposals: a resume keeps the recorded one (whatever
+        # the workers now), and refuses another one asked for explicitly.
+        done_with = int(read_settings(out).get("in_flight", 1))
+        if in_flight is not None and in_flight != done_with:
+            raise DiswotError(
+                f"{out} was searched with {done_with} candidates in flight; resume with "
+                f"--in-flight {done_with} (any --workers) or use another --out"
+            )
+        in_flight = done_with
     eng = _Engine(
         sp,
         budget,
@@ -899,16 +986,25 @@ def run_search(
     )
     eng.check_budget(int(seed), exhaustive=algorithm == "exhaustive")
     if eng.objective is None:
-        eng.objective = _proxy_objective(
-            sp, teacher, objective_name, spec.num_classes, spec.image_size, seed_list,
-            batch_size, init, data, data_root, device,
+        factory: Any = _ProxyObjectiveFactory(
+            (sp, teacher, objective_name, spec.num_classes, spec.image_size, seed_list,
+             batch_size, init, data, data_root, device),
         )  # fmt: skip
-    if out is not None:
-        _write_settings(out, settings)
-    eng.start(progress, sp.name)
+        # Built here too, on a pool as well: a bad teacher fails now, with its own message.
+        eng.objective = factory.objective()
+    else:
+        factory = _GivenObjective(eng.objective)
     t_loop = time.perf_counter()
     rng = random.Random(int(seed))
     try:
+        eng.pool = _make_pool(factory, eng, backend, workers, address, gpus_per_task, device)
+        eng.in_flight = in_flight or getattr(eng.pool, "workers", workers) or 1
+        settings["in_flight"] = eng.in_flight
+        settings["workers"] = getattr(eng.pool, "workers", workers)
+        settings["backend"] = backend
+        if out is not None:
+            _write_settings(out, settings)
+        eng.start(progress, sp.name)
         if algorithm == "evolution":
             stop = _evolution(eng, rng, population, sample_size, float(crossover_prob), stall_limit)
         elif algorithm == "random":
@@ -917,6 +1013,8 @@ def run_search(
             stop = _exhaustive(eng)
     finally:
         eng.close()
+        if eng.pool is not None:
+            eng.pool.close()
     loop_seconds = time.perf_counter() - t_loop
     if not eng.order:
         raise DiswotError("the search scored no candidate; raise --cycles or loosen the budget")
@@ -958,6 +1056,66 @@ def run_search(
         _write_json(out / RESULT, result.to_dict())
         plot_progress(eng.history, out / PLOT, f"{algorithm} on {sp.name}: {objective_name}")
     return result
+
+
+@dataclass
+class _Timed:
+    """An objective that also reports its own wall time (measured where it runs)."""
+
+    objective: Objective
+
+    def __call__(self, arch: str) -> tuple[Evaluation, float]:
+        t0 = time.perf_counter()
+        ev = _as_evaluation(self.objective(arch))
+        return ev, time.perf_counter() - t0
+
+
+@dataclass
+class _GivenObjective:
+    """Pool factory for a user's objective (it must pickle to run on workers)."""
+
+    given: Objective
+
+    def __call__(self) -> _Timed:
+        return _Timed(self.given)
+
+
+@dataclass
+class _ProxyObjectiveFactory:
+    """Pool factory for the proxy objective: each worker builds its own Scorer and teacher cache."""
+
+    args: tuple
+
+    def objective(self) -> ProxyObjective:
+        return _proxy_objective(*self.args)
+
+    def __call__(self) -> _Timed:
+        return _Timed(self.objective())
+
+
+def _make_pool(
+    factory: Any,
+    eng: _Engine,
+    backend: str,
+    workers: int,
+    address: str | None,
+    gpus_per_task: float,
+    device: str,
+) -> Any:
+    from diswot.parallel import InlinePool, make_pool
+
+    if backend == "local" and workers == 1:
+        pool = InlinePool.__new__(InlinePool)
+        pool.fn = _Timed(eng.objective)  # the objective already built (and checked) above
+        return pool
+    return make_pool(
+        factory,
+        backend=backend,
+        workers=workers,
+        address=address,
+        gpus_per_task=gpus_per_task,
+        device=device,
+    )
 
 
 def _proxy_objective(

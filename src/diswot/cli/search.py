@@ -127,6 +127,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/search-<space>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="score candidates on N processes (local) or N Ray actors (ray; default: the "
+        "cluster's CPUs, or GPUs / --gpus-per-task); asynchronous aging evolution with that many "
+        "in flight (default 1: the serial search)",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="candidates scored at once (default --workers); results are taken in proposal "
+        "order, so the same seed and --in-flight give the same search on any backend",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes or a Ray cluster (pip install 'diswot[ray]'); default local",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (host:port or 'auto'); default: start a local Ray runtime",
+    )
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=0.0,
+        help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
+    )
     add_probe_args(p, teacher_default=None)
     # Unset by default so a resumed run's settings fill them; _FALLBACK supplies the real defaults.
     p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None)
@@ -215,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
         out_dir=out,
         resume=bool(args.resume),
         progress=not args.no_progress,
+        workers=args.workers if args.workers is not None else (0 if args.backend == "ray" else 1),
+        backend=args.backend,
+        address=args.address,
+        gpus_per_task=args.gpus_per_task,
+        in_flight=args.in_flight,
     )
     if args.json:
         print_json(result.to_dict())
