@@ -1,0 +1,266 @@
+"""GPU throughput of DisWOT on NB201: per candidate, all 15,625 cells, and a 1,000-candidate search.
+
+One script, sized to run once inside a short GPU lease (about 4 minutes on an H100/H200 with 16 CPU
+cores); every stage appends its figures to ``--out/gpu.json`` as soon as it ends, so a run cut
+short still reports what it measured. Stages:
+
+1. ``serial``: the in-process path on the GPU (teacher ResNet-56 cached, batch 64, CIFAR-100 class
+   count). Per candidate: *build* (construct and initialise on the CPU, move to the GPU), *score*
+   (one forward of the resident student plus the metric; reading the floats synchronises), and
+   the total, as median and p90 over ``--sample`` cells after a warm-up candidate.
+2. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
+   scores and the largest relative difference (GPU kernels reduce in another order).
+3. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
+   on its own core and scoring on the shared GPU) on ``--rank-sample`` cells for each K in
+   ``--workers``: wall time (start-up included), candidates/s, and whether the scores equal the
+   serial GPU ones where the cells overlap.
+4. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
+   of DisWOT, M_s, M_r against CIFAR-100 accuracy.
+5. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
+   36, tournament 8, no budget) with the best K in flight, and a serial 200-candidate search for
+   the serial rate.
+
+    PYTHONPATH=src python3 benchmarks/gpu.py --out runs/gpu          # on a GPU machine
+    python benchmarks/gpu.py --device cpu --quick --out runs/gpu-cpu  # a smoke test of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from diswot import rankstats
+from diswot.models.nb201 import all_archs
+from diswot.probe import Scorer
+from diswot.rank import run_rank
+from diswot.search import run_search
+from diswot.spaces import get_space
+
+TEACHER = "resnet56"
+TARGET = "cifar100"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[int(q * (len(xs) - 1))]
+
+
+def _ms(xs: list[float]) -> dict:
+    return {
+        "median_ms": round(1000 * statistics.median(xs), 2),
+        "p90_ms": round(1000 * _pct(xs, 0.9), 2),
+    }
+
+
+def _scorer(device: str, batch_size: int) -> Scorer:
+    space = get_space("nb201")
+    spec = space.dataset(TARGET)
+    return Scorer.for_space(
+        space,
+        TEACHER,
+        num_classes=spec.num_classes,
+        batch_size=batch_size,
+        image_size=spec.image_size,
+        device=device,
+    )
+
+
+def serial(args: argparse.Namespace, cells: list[str]) -> tuple[dict, dict[str, float]]:
+    t0 = time.perf_counter()
+    scorer = _scorer(args.device, args.batch_size)
+    scorer.teacher(0)
+    _sync(args.device)
+    setup = time.perf_counter() - t0
+    build, score, total, values = [], [], [], {}
+    for i, arch in enumerate(cells):
+        t0 = time.perf_counter()
+        probe = scorer.probe(arch, 0)
+        probe.model  # noqa: B018  (construct, initialise, move)
+        _sync(args.device)
+        t1 = time.perf_counter()
+        values[arch] = float(probe.diswot["score"])  # forward + metric; the read synchronises
+        t2 = time.perf_counter()
+        if i:  # the first candidate pays cuDNN heuristics and the allocator's warm-up
+            build.append(t1 - t0)
+            score.append(t2 - t1)
+            total.append(t2 - t0)
+    out = {
+        "candidates": len(total),
+        "setup_s": round(setup, 3),
+        "build": _ms(build),
+        "score_resident": _ms(score),
+        "total": _ms(total),
+    }
+    if args.device.startswith("cuda"):
+        out["max_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out, values
+
+
+def cpu_agreement(args: argparse.Namespace, gpu: dict[str, float], n: int) -> dict:
+    cells = list(gpu)[:n]
+    scorer = _scorer("cpu", args.batch_size)
+    cpu = {a: float(scorer.probe(a, 0).diswot["score"]) for a in cells}
+    x = [gpu[a] for a in cells]
+    y = [cpu[a] for a in cells]
+    rel = max(abs(a - b) / max(abs(b), 1e-30) for a, b in zip(x, y))
+    return {"cells": len(cells), "kendall": round(rankstats.kendall(x, y), 4), "max_rel_diff": rel}
+
+
+def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -> dict:
+    out = {}
+    for k in args.workers:
+        t0 = time.perf_counter()
+        res = run_rank(
+            "nb201",
+            teacher=TEACHER,
+            proxies="diswot",
+            batch_size=args.batch_size,
+            target=TARGET,
+            archs=cells,
+            device=args.device,
+            progress=False,
+            workers=k,
+        )
+        wall = time.perf_counter() - t0
+        got = dict(zip(res.archs, res.mean_column("diswot")))
+        shared = [a for a in ref if a in got]
+        out[str(k)] = {
+            "candidates": len(res.archs),
+            "wall_s": round(wall, 2),
+            "candidates_per_s": round(len(res.archs) / wall, 1),
+            "ms_per_candidate": round(1000 * wall / len(res.archs), 2),
+            "equal_to_serial": sum(got[a] == ref[a] for a in shared),
+            "compared": len(shared),
+            "max_rel_diff_to_serial": max(
+                (abs(got[a] - ref[a]) / max(abs(ref[a]), 1e-30) for a in shared), default=0.0
+            ),
+        }
+        print(f"workers {k}: {out[str(k)]}", flush=True)
+    return out
+
+
+def full(args: argparse.Namespace, k: int) -> dict:
+    t0 = time.perf_counter()
+    res = run_rank(
+        "nb201",
+        teacher=TEACHER,
+        proxies="diswot,ms,mr",
+        batch_size=args.batch_size,
+        target=TARGET,
+        archs=all_archs()[: args.full_cells],
+        device=args.device,
+        progress=False,
+        workers=k,
+        out_dir=Path(args.out) / "full",
+    )
+    wall = time.perf_counter() - t0
+    kendall = {
+        c["proxy"]: round(c["kendall"], 4) for c in res.correlations if c["target"] == TARGET
+    }
+    return {
+        "workers": k,
+        "candidates": len(res.archs),
+        "wall_s": round(wall, 1),
+        "candidates_per_s": round(len(res.archs) / wall, 1),
+        "kendall_cifar100": kendall,
+    }
+
+
+def search(args: argparse.Namespace, k: int) -> dict:
+    out = {}
+    for name, kw in (
+        ("serial", dict(cycles=args.serial_cycles)),
+        (f"workers{k}", dict(cycles=args.search_cycles, workers=k)),
+    ):
+        t0 = time.perf_counter()
+        res = run_search(
+            "nb201",
+            teacher=TEACHER,
+            target=TARGET,
+            batch_size=args.batch_size,
+            device=args.device,
+            algorithm="evolution",
+            seed=0,
+            **kw,
+        )
+        wall = time.perf_counter() - t0
+        out[name] = {
+            "cycles": res.n_scored,
+            "wall_s": round(wall, 2),
+            "loop_s": round(res.loop_seconds, 2),
+            "candidates_per_s": round(res.n_scored / wall, 1),
+            "winner": res.winner["arch"],
+            "winner_cifar100": res.ground_truth.get(TARGET),
+        }
+        print(f"search {name}: {out[name]}", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--sample", type=int, default=100, help="cells of the serial stage")
+    p.add_argument("--agree", type=int, default=60, help="cells re-scored on the CPU")
+    p.add_argument("--rank-sample", type=int, default=1500, help="cells per worker count")
+    p.add_argument("--workers", type=int, nargs="+", default=[4, 8, 15])
+    p.add_argument("--full-cells", type=int, default=15625)
+    p.add_argument("--no-full", action="store_true")
+    p.add_argument("--search-cycles", type=int, default=1000)
+    p.add_argument("--serial-cycles", type=int, default=200)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
+    p.add_argument("--out", default="runs/gpu")
+    args = p.parse_args()
+    if args.quick:
+        args.sample, args.agree, args.rank_sample, args.workers = 6, 4, 8, [2]
+        args.full_cells, args.search_cycles, args.serial_cycles = 12, 8, 4
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here; run with --device cpu --quick for a smoke test")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "command": "python benchmarks/gpu.py " + " ".join(os.sys.argv[1:]),
+        "machine": {
+            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "teacher": TEACHER,
+        "target": TARGET,
+        "batch_size": args.batch_size,
+    }
+
+    def save(stage: str, value: object) -> None:
+        report[stage] = value
+        (out_dir / "gpu.json").write_text(json.dumps(report, indent=2))
+        print(f"{stage}: {json.dumps(value)}", flush=True)
+
+    cells = all_archs()
+    import random
+
+    random.Random(0).shuffle(cells)
+    ser, values = serial(args, cells[: args.sample + 1])
+    save("serial", ser)
+    save("cpu_agreement", cpu_agreement(args, values, args.agree))
+    wk = workers(args, cells[: args.rank_sample], values)
+    save("workers", wk)
+    best = max(wk, key=lambda k: wk[k]["candidates_per_s"])
+    if not args.no_full:
+        save("full", full(args, int(best)))
+    save("search", search(args, int(best)))
+
+
+if __name__ == "__main__":
+    main()
