@@ -194,6 +194,7 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
                         "proxy": p,
                         "n": len(archs),
                         "kendall": rankstats.kendall(pred, y),
+                        "kendall_per_seed": [rankstats.kendall(x, y) for x in per],
                         "spearman": rankstats.spearman(pred, y),
                         "acc_ties": _ties(y),
                         "acc_outliers": _outliers(y),
@@ -234,6 +235,17 @@ def table(args: argparse.Namespace) -> None:
             r = by.get((*c, p))
             cells.append("" if r is None else f"{r['kendall']:.2f} / {r['spearman']:.2f}")
         print(f"| `{p}` | " + " | ".join(cells) + " |")
+    for p in ("diswot", "mr", "ms"):
+        if all(len(by.get((*c, p), {}).get("kendall_per_seed", [])) > 1 for c in cols):
+            cells = [
+                "{:.2f} ± {:.2f}".format(*rankstats.mean_std(by[(*c, p)]["kendall_per_seed"]))
+                for c in cols
+            ]
+            print(f"| `{p}` Kendall per seed, mean ± std | " + " | ".join(cells) + " |")
+    for p in ("params", "flops"):
+        if all((*c, p) in by for c in cols):
+            cells = [str(by[(*c, p)]["proxy_ties"]) for c in cols]
+            print(f"| tied `{p}` values | " + " | ".join(cells) + " |")
     print(
         "| n (accuracy ties, far outliers) | "
         + " | ".join(
