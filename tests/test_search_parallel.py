@@ -154,3 +154,29 @@ def test_ray_search_equals_inline_and_survives_killed_actors(
     thread.join(timeout=180)
     assert not thread.is_alive() and "err" not in box, box.get("err")
     assert _archs(box["res"]) == inline2
+
+
+def test_stdin_main_is_refused_before_any_worker_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from diswot.parallel import check_spawnable
+
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    with pytest.raises(DiswotError, match="<stdin> is not a file; save the script"):
+        check_spawnable()
+    with pytest.raises(DiswotError, match="save the script to a file"):
+        run_search("nb201", objective=hashed, cycles=4, workers=2)
+
+
+def test_scoring_is_strict_fp32_and_restores_the_callers_tf32_flags() -> None:
+    from diswot.probe import strict_fp32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with strict_fp32():
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -133,7 +133,21 @@ def _local_run(chunk: list[Task]) -> list[Record]:
     return score_chunk(_WORKER_SCORER, chunk)
 
 
+def check_spawnable() -> None:
+    """Spawned workers re-import the main script; one read from stdin cannot be (they would die at
+    start-up, and on some Pythons the pool then hangs): say so before starting any."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and not os.path.exists(main_file):
+        raise DiswotError(
+            f"worker processes re-import the main script, and {main_file} is not a file; save the "
+            "script to a file (with an `if __name__ == '__main__':` guard) or use --workers 1"
+        )
+
+
 def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) -> Iterator[Record]:
+    check_spawnable()
     pending = deque(chunks)
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -154,8 +168,9 @@ def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) 
                     records = fut.result()
                 except BrokenProcessPool:
                     raise DiswotError(
-                        "a worker process died (out of memory or killed); scores so far are "
-                        "cached, rerun the same command to resume"
+                        "a worker process died (out of memory, killed, or failed at start-up: see "
+                        "its traceback above); scores so far are cached, rerun the same command "
+                        "to resume"
                     ) from None
                 yield from records
     finally:
@@ -366,6 +381,7 @@ class ProcessPool:
     def __init__(self, factory: Any, workers: int) -> None:
         if workers < 1:
             raise DiswotError(f"--workers must be at least 1, got {workers}")
+        check_spawnable()
         try:
             import pickle
 
@@ -390,8 +406,8 @@ class ProcessPool:
             return ticket.result()
         except BrokenProcessPool:
             raise DiswotError(
-                "a worker process died (out of memory or killed); what was scored is saved, "
-                "rerun the same command to resume"
+                "a worker process died (out of memory, killed, or failed at start-up: see its "
+                "traceback above); what was scored is saved, rerun the same command to resume"
             ) from None
 
     def close(self) -> None:
