@@ -180,3 +180,14 @@ def test_scoring_is_strict_fp32_and_restores_the_callers_tf32_flags() -> None:
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_local_workers_on_one_gpu_get_a_note(capsys: pytest.CaptureFixture) -> None:
+    from diswot.parallel import warn_shared_gpu
+
+    warn_shared_gpu("cpu", 4)
+    warn_shared_gpu("cuda", 1)
+    assert capsys.readouterr().err == ""
+    warn_shared_gpu("cuda:0", 4)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "4 worker processes share one GPU" in err

@@ -146,8 +146,22 @@ def check_spawnable() -> None:
         )
 
 
+def warn_shared_gpu(device: str, workers: int) -> None:
+    """Local workers on a GPU all use the same one: say once that this was measured slower."""
+    if workers > 1 and str(device).startswith("cuda"):
+        import sys
+
+        print(
+            f"diswot: note: {workers} worker processes share one GPU; on an H200 that measured "
+            "slower than one process (kernels of different processes are time-sliced, "
+            "docs/scale.md); prefer --workers 1, CUDA MPS, or --backend ray with one GPU per actor",
+            file=sys.stderr,
+        )
+
+
 def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) -> Iterator[Record]:
     check_spawnable()
+    warn_shared_gpu(recipe.plan.settings["device"], workers)
     pending = deque(chunks)
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -378,10 +392,11 @@ class ProcessPool:
     teacher cache, its own CUDA context on a GPU): students are built in parallel, which is what
     bounds throughput on a GPU, not the GPU."""
 
-    def __init__(self, factory: Any, workers: int) -> None:
+    def __init__(self, factory: Any, workers: int, device: str = "cpu") -> None:
         if workers < 1:
             raise DiswotError(f"--workers must be at least 1, got {workers}")
         check_spawnable()
+        warn_shared_gpu(device, workers)
         try:
             import pickle
 
@@ -518,4 +533,4 @@ def make_pool(
         )
     if workers < 1:
         raise DiswotError(f"--workers must be at least 1, got {workers}")
-    return InlinePool(factory) if workers == 1 else ProcessPool(factory, workers)
+    return InlinePool(factory) if workers == 1 else ProcessPool(factory, workers, device)
