@@ -8,6 +8,7 @@ reads CIFAR can be tested without the 160 MB downloads.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,19 @@ def write_fake_cifar(root: Path) -> Path:
 def fake_cifar(tmp_path: Path) -> Path:
     """Root folder holding tiny ``cifar-10-batches-py/`` and ``cifar-100-python/`` (real format)."""
     return write_fake_cifar(tmp_path / "cifar")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Small batches of small nets only lose from intra-op threads on a shared 2-core machine; worker
+    processes run one thread each, so single-threaded parents agree with them bit for bit; and the
+    SIGKILL test's subprocess (OMP_NUM_THREADS=1) runs exactly like the in-process runs.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,6 +27,9 @@ from diswot.models.nb201 import (
     parse_arch,
 )
 
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DATA = Path("/work/shared/data")
 ZC_JSON = DATA / "naslib-zc-nb201" / "zc_nasbench201_725archs.json"
 NATS_CSV = DATA / "nb201-test-acc" / "nats_bench.csv"
@@ -38,15 +41,6 @@ ALL_CONV3 = (
     "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 )
 README_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Batch-1/2 forwards of tiny nets only lose from intra-op threads on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=1)

@@ -18,24 +18,15 @@ labels, which a batch of 32 synthetic labels has for 10 classes but not for 120)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from diswot.rank import naslib_cells, naslib_crosscheck
 
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IN16 = ("params", "flops", "l2_norm", "synflow", "zen", "nwot", "jacov", "grad_norm", "snip")
 IN16 += ("fisher", "plain")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small batches of small nets only lose from intra-op threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from diswot.cli import main
 from diswot.errors import DiswotError
 from diswot.rank import _record, load_scores, run_rank
 
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ARCHS = ["111", "135", "333", "513", "731", "777", "155", "715"]
 FAST = dict(teacher="resnet8", batch_size=8, progress=False, archs=ARCHS)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ determinism, no gradient leaks, and the rank-average ensemble."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -26,14 +25,8 @@ from diswot.proxies import (
 from diswot.proxies._shared import input_jacobian, loss_gradients
 from diswot.proxies.distill import at_distance, ickd_distance, kd_divergence, rkd_distance
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small batches of small nets only lose from intra-op threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # name: (higher_is_better, needs_teacher, needs_labels, needs_grad)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from diswot.cli import main
 from diswot.models.nb201 import naslib_to_arch
@@ -18,14 +16,8 @@ from diswot.proxies import PROXIES, ProxySpec
 from diswot.rank import load_scores, merge_runs, naslib_cells, read_archs_file, run_rank
 from diswot.spaces import get_space
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small batches of small nets only lose from intra-op threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 S1_ARCHS = ["111", "135", "333", "513", "731"]

@@ -32,15 +32,8 @@ from diswot.search import (
 from diswot.spaces import DatasetSpec, SearchSpace, get_space
 from diswot.spaces.s1 import S1Space
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded scoring: faster on a shared 2-core box, and the SIGKILL test's subprocess
-    (OMP_NUM_THREADS=1) then runs exactly like the in-process runs it is compared with."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------- toy space

@@ -22,6 +22,9 @@ from diswot.cli import main
 from diswot.errors import DiswotError
 from diswot.search import CANDIDATES, run_search
 
+# One intra-op thread (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: DisWOT on S1 against a small teacher: a real objective, cheap enough for processes.
 REAL = dict(teacher="resnet8", batch_size=8, algorithm="evolution", population=4, sample_size=2)
 
@@ -33,15 +36,6 @@ def hashed(arch: str) -> float:
 
 def _archs(res) -> list[tuple[str, float]]:
     return [(c["arch"], c["score"]) for c in res.candidates]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Workers run one intra-op thread; so does the parent here, so scores agree bit for bit.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,20 @@ __all__ = ["BasicBlock", "CifarResNet", "RESNET_DEPTHS"]
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN plus shortcut, then ReLU."""
+    """KxK conv-BN-ReLU, KxK conv-BN, plus shortcut (1x1 conv + BN when the shape changes), ReLU.
+
+    Shared by the CIFAR ResNets (3x3) and the ImageNet ResNet space (3x3 or 5x5); the attribute
+    names are torchvision's, so state dicts load either way.
+    """
 
     expansion = 1
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        pad = kernel // 2
+        self.conv1 = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, kernel, stride=1, padding=pad, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
         # Not in-place: forward hooks on bn2 / the block must see un-mutated tensors.
         self.relu = nn.ReLU(inplace=False)

@@ -31,6 +31,7 @@ from torch import nn
 
 from diswot.errors import DiswotError
 from diswot.models import register_model
+from diswot.models.cifar_resnet import BasicBlock
 
 __all__ = [
     "BasicBlock",
@@ -100,31 +101,6 @@ def _check_structure(stem: Stem, stages: Sequence[Stage]) -> None:
             )
         if s.stride not in (1, 2):
             raise DiswotError(f"stage {i + 1}: stride must be 1 or 2; got {s.stride}")
-
-
-class BasicBlock(nn.Module):
-    """KxK conv-BN-ReLU, KxK conv-BN, plus shortcut (1x1 conv + BN when the shape changes), ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> None:
-        super().__init__()
-        pad = kernel // 2
-        self.conv1 = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, kernel, stride=1, padding=pad, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        # Not in-place: forward hooks on bn2 / the block must see un-mutated tensors.
-        self.relu = nn.ReLU(inplace=False)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
 
 
 class Bottleneck(nn.Module):
