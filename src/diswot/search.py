@@ -1105,9 +1105,8 @@ def _make_pool(
     from diswot.parallel import InlinePool, make_pool
 
     if backend == "local" and workers == 1:
-        pool = InlinePool.__new__(InlinePool)
-        pool.fn = _Timed(eng.objective)  # the objective already built (and checked) above
-        return pool
+        objective = eng.objective  # already built (and its teacher checked) by run_search
+        return InlinePool(lambda: _Timed(objective))
     return make_pool(
         factory,
         backend=backend,
