@@ -7,13 +7,10 @@ for): the serial in-process path pinned to one intra-op thread, ``--workers W`` 
 (one thread each), and, when Ray is importable, ``W`` local Ray actors. It also checks that every
 backend returns the serial scores bit for bit.
 
-``--device cuda`` measures the GPU path instead: the per-candidate time of the serial path on the
-GPU (median over the sample, after a warm-up, synchronised), and with ``--full`` a complete DisWOT
-pass over all 15,625 NB201 cells through ``run_rank`` (resumable in ``--out``), whose wall time and
-Kendall tau against the benchmark are reported.
+The GPU path has its own script, ``benchmarks/gpu.py`` (per-candidate time, workers sharing a
+GPU, all 15,625 cells, a 1,000-candidate search).
 
     python benchmarks/throughput.py [--sample 16] [--workers 2] [--no-ray] [--json]
-    python benchmarks/throughput.py --device cuda [--full --out runs/nb201-full] [--json]
 
 With ``--json`` the last line is one JSON object.
 """
@@ -24,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 
 import torch
@@ -84,69 +80,6 @@ def cpu(args: argparse.Namespace) -> dict:
     return {"mode": "cpu", "runs": runs}
 
 
-def cuda(args: argparse.Namespace) -> dict:
-    from diswot.parallel import ScorerRecipe
-    from diswot.rank import _plan, evaluate_timed
-
-    plan = _plan(
-        "nb201",
-        teacher=args.teacher,
-        proxies=args.proxy,
-        seeds=1,
-        batch_size=args.batch_size,
-        target=None,
-        sample=args.sample,
-        sample_seed=args.sample_seed,
-        archs=None,
-        init="gaussian",
-        data="synthetic",
-        device="cuda",
-        shard=None,
-    )
-    t0 = time.perf_counter()
-    scorer = ScorerRecipe(plan, None, True).build()  # teacher caches built here, once
-    torch.cuda.synchronize()
-    setup = time.perf_counter() - t0
-    times = []
-    for i, arch in enumerate(plan.archs):
-        t0 = time.perf_counter()
-        evaluate_timed(scorer, arch, plan.names, 0)  # reading the floats synchronises
-        if i:  # the first candidate pays cuDNN autotuning and allocator warm-up
-            times.append(time.perf_counter() - t0)
-    out = {
-        "mode": "cuda",
-        "setup_s": round(setup, 3),
-        "per_candidate_ms_median": round(1000 * statistics.median(times), 2),
-        "per_candidate_ms_p90": round(1000 * sorted(times)[int(0.9 * (len(times) - 1))], 2),
-        "candidates": len(times),
-        "max_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-    }
-    if args.full:
-        from diswot.models.nb201 import all_archs
-
-        t0 = time.perf_counter()
-        res = run_rank(
-            "nb201",
-            teacher=args.teacher,
-            proxies=args.proxy,
-            batch_size=args.batch_size,
-            archs=all_archs(),
-            out_dir=args.out,
-            device="cuda",
-            progress=True,
-        )
-        wall = time.perf_counter() - t0
-        kendall = {c["proxy"]: c["kendall"] for c in res.correlations if c["target"] == "cifar100"}
-        out["full"] = {
-            "candidates": len(res.archs),
-            "wall_s": round(wall, 1),
-            "candidates_per_s": round(len(res.archs) / wall, 2),
-            "kendall_cifar100": kendall,
-            "out": args.out,
-        }
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", type=int, default=16, help="NB201 cells to score (default 16)")
@@ -156,12 +89,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="local processes / Ray actors")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray measurement")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--full", action="store_true", help="cuda: also score all 15,625 cells")
-    p.add_argument("--out", default="runs/throughput-nb201-full", help="cuda --full run folder")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    result = cpu(args) if args.device == "cpu" else cuda(args)
+    result = cpu(args)
     result.update(
         sample=args.sample, teacher=args.teacher, batch_size=args.batch_size, machine=_machine()
     )
