@@ -157,12 +157,19 @@ def _pm(mean: float, std: float, digits: int = 3) -> str:
 # ------------------------------------------------------------------------------------ inputs
 
 
-def parse_proxies(spec: str | Sequence[str], *, has_teacher: bool) -> tuple[list[str], dict]:
+def parse_proxies(
+    spec: str | Sequence[str], *, has_teacher: bool, space: SearchSpace | None = None
+) -> tuple[list[str], dict]:
     """``"all"``, ``"a,b,c+d"`` or a list -> (proxies to score, ensembles ``{name: members}``).
 
     ``all`` may be combined with others (``all,diswot+params``). Members of an ensemble are scored
-    too; the baselines ``params`` and ``flops`` are always added.
+    too; the baselines ``params`` and ``flops`` are always added. For a ``space`` without BatchNorm,
+    ``all`` skips the proxies built on BN statistics (with a note) and naming one is an error.
     """
+    bn = {
+        "has_batchnorm": getattr(space, "has_batchnorm", True),
+        "space": space.name if space else "",
+    }
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     items = [i.strip().lower() for i in items if i.strip()]
     if not items:
@@ -172,9 +179,9 @@ def parse_proxies(spec: str | Sequence[str], *, has_teacher: bool) -> tuple[list
     for item in items:
         members = ensemble_members(item)
         if members is None:
-            plain.extend(resolve_proxies(item, has_teacher=has_teacher))
+            plain.extend(resolve_proxies(item, has_teacher=has_teacher, **bn))
         else:
-            resolve_proxies(members, has_teacher=has_teacher)
+            resolve_proxies(members, has_teacher=has_teacher, **bn)
             ensembles["+".join(members)] = members
             plain.extend(members)
     plain.extend(BASELINES)
@@ -419,7 +426,7 @@ def _plan(
                 f"{len(missing)} architectures have no {t} ground truth in space '{sp.name}', "
                 f"e.g. {missing[0]!r}; rank only architectures of the benchmark"
             )
-    names, ensembles = parse_proxies(proxies, has_teacher=teacher is not None)
+    names, ensembles = parse_proxies(proxies, has_teacher=teacher is not None, space=sp)
     shard_t = parse_shard(shard)
     settings = {
         "space": sp.name,

@@ -14,6 +14,7 @@ better after ``value * spec.sign``.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,6 +41,9 @@ class ProxySpec:
     needs_teacher: bool = False
     needs_labels: bool = False
     needs_grad: bool = False
+    #: Built on BatchNorm statistics (zen's BN-variance rescaling): meaningless for a space whose
+    #: networks have no BatchNorm (``SearchSpace.has_batchnorm = False``, the ViTs).
+    needs_batchnorm: bool = False
     doc: str = ""
 
     @property
@@ -58,6 +62,7 @@ def register_proxy(
     needs_teacher: bool = False,
     needs_labels: bool = False,
     needs_grad: bool = False,
+    needs_batchnorm: bool = False,
 ) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator registering ``fn`` as proxy ``name``; its docstring's first line is the help text."""
 
@@ -72,6 +77,7 @@ def register_proxy(
                 needs_teacher=needs_teacher,
                 needs_labels=needs_labels,
                 needs_grad=needs_grad,
+                needs_batchnorm=needs_batchnorm,
                 doc=doc[0] if doc else "",
             ),
         )
@@ -90,19 +96,42 @@ def list_proxies() -> list[str]:
 
 
 def resolve_proxies(
-    spec: str | list[str] | tuple[str, ...], *, has_teacher: bool = True
+    spec: str | list[str] | tuple[str, ...],
+    *,
+    has_teacher: bool = True,
+    has_batchnorm: bool = True,
+    space: str = "",
 ) -> list[str]:
-    """Turn ``"all"``, ``"a,b"`` or a list into validated proxy names (teacher-needing ones checked)."""
+    """Turn ``"all"``, ``"a,b"`` or a list into validated proxy names (teacher-needing ones checked).
+
+    For a space without BatchNorm (``has_batchnorm=False``; ``space`` names it in messages), ``all``
+    skips the proxies that need BN statistics with a one-line note on stderr, and naming one of them
+    is an error.
+    """
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [n.strip().lower() for n in names if n.strip()]
+    where = f"space '{space}'" if space else "this space"
     if names == ["all"]:
         names = [n for n in list_proxies() if has_teacher or not PROXIES.get(n).needs_teacher]
+        skipped = [n for n in names if not has_batchnorm and PROXIES.get(n).needs_batchnorm]
+        if skipped:
+            names = [n for n in names if n not in skipped]
+            print(
+                f"diswot: note: skipping {', '.join(skipped)} (built on BatchNorm statistics; "
+                f"{where} has no BatchNorm)",
+                file=sys.stderr,
+            )
     if not names:
         raise DiswotError(f"no proxy given; known: {', '.join(list_proxies())}")
     for n in names:
         p = get_proxy(n)
         if p.needs_teacher and not has_teacher:
             raise DiswotError(f"proxy '{n}' needs a teacher; pass --teacher NAME")
+        if p.needs_batchnorm and not has_batchnorm:
+            raise DiswotError(
+                f"proxy '{n}' is built on BatchNorm statistics and {where} has no BatchNorm; "
+                f"drop '{n}' from --proxy (--proxy all skips it)"
+            )
     return list(dict.fromkeys(names))
 
 

@@ -73,7 +73,7 @@ def _zen_features(fx: FeatureExtractor, x: Tensor) -> Tensor:
     return fx(x).feature_map.double()
 
 
-@register_proxy("zen")
+@register_proxy("zen", needs_batchnorm=True)
 def zen(probe: StudentProbe) -> float:
     """Zen-NAS score: log feature sensitivity to input noise plus BN-variance rescaling."""
     scorer = probe.scorer

@@ -47,7 +47,10 @@ class SearchSpace(abc.ABC):
     * ``feature_hooks`` - ``(classifier, feature)`` module names for
       :class:`~diswot.features.FeatureExtractor` (``None`` = auto-detect);
     * ``flop_convention`` - the :func:`~diswot.models.cost.profile` convention of :meth:`cost`
-      (``"macs"``: multiply-adds of conv/linear layers, the number papers quote).
+      (``"macs"``: multiply-adds of conv/linear layers, the number papers quote);
+    * ``has_batchnorm`` - whether the networks use BatchNorm; ``False`` makes ``--proxy all`` skip
+      the proxies built on BN statistics (``ProxySpec.needs_batchnorm``, e.g. ``zen``) and naming
+      one an error.
     """
 
     name: str = ""
@@ -56,6 +59,7 @@ class SearchSpace(abc.ABC):
     default_target: str | None = None
     feature_hooks: tuple[str | None, str | None] = (None, None)
     flop_convention: str = "macs"
+    has_batchnorm: bool = True
 
     # -- what the search needs ---------------------------------------------------------------------
     @abc.abstractmethod
