@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -415,6 +416,27 @@ def _plan(
         if sample is not None and sample < 1:
             raise DiswotError(f"--sample must be at least 1, got {sample}")
         arch_list = list(sp.rank_archs(sample, sample_seed))
+    if target is None:  # default targets: leave out a companion target that some students lack
+        first = sp.default_target if sp.default_target in targets else targets[0]
+        for t in [t for t in targets if t != first]:
+            lack = sum(a not in truth[t] for a in arch_list)
+            if lack:
+                targets.remove(t)
+                del truth[t]
+                print(
+                    f"diswot: note: leaving out target {t}: {lack} of {len(arch_list)} "
+                    f"architectures have none (rank it with --target {t})",
+                    file=sys.stderr,
+                )
+    elif archs is None:  # named targets, default set: rank the students that have them all
+        have = [a for a in arch_list if all(a in truth[t] for t in targets)]
+        if 0 < len(have) < len(arch_list):
+            print(
+                f"diswot: note: ranking the {len(have)} of {len(arch_list)} architectures with "
+                f"{', '.join(targets)} ground truth",
+                file=sys.stderr,
+            )
+            arch_list = have
     if not arch_list:
         raise DiswotError("no architectures to rank; give a non-empty sample or --archs file")
     if len(arch_list) < 2:

@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--target",
         default=None,
         help="ground truth: s1 kd/cls (both by default); nb201 cifar10/cifar100/ImageNet16-120 "
-        "(default cifar100); networks and teacher get the target's class count",
+        "(default cifar100); pit/autoformer c100|flowers|chaoyang_kd|base (default c100_kd, plus "
+        "c100_base where every ranked student has it); networks and teacher get the target's "
+        "class count",
     )
     p.add_argument("--sample", type=int, default=None, help="sample size (nb201 default 200)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample (default 0)")
