@@ -156,3 +156,11 @@ def test_cli_rank_autoformer_without_target(tmp_path: Path, capsys: pytest.Captu
     out = json.loads(cap.out)
     assert out["targets"] == ["c100_kd"] and out["n_archs"] == 8
     assert {c["target"] for c in out["correlations"]} == {"c100_kd"}
+
+
+def test_search_refuses_a_batchnorm_proxy_on_a_batchnorm_free_space() -> None:
+    from diswot.search import run_search
+
+    with pytest.raises(DiswotError, match="space 'pit' has no BatchNorm; drop 'zen'") as info:
+        run_search("pit", proxy="zen", cycles=2)
+    assert "\n" not in str(info.value)

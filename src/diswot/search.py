@@ -929,9 +929,16 @@ def run_search(
         raise DiswotError("--seeds must be at least 1")
     teacher = sp.default_teacher if teacher is None else teacher
     if objective is None:
-        from diswot.proxies import get_proxy
+        from diswot.proxies import get_proxy, resolve_proxies
 
         objective_name = get_proxy(proxy).name
+        # The same applicability checks as rank's (a BN-statistics proxy on a BN-free space...).
+        resolve_proxies(
+            [objective_name],
+            has_teacher=True,
+            has_batchnorm=getattr(sp, "has_batchnorm", True),
+            space=sp.name,
+        )
     else:
         objective_name = getattr(objective, "name", getattr(objective, "__name__", "custom"))
 
