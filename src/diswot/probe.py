@@ -53,6 +53,23 @@ def strict_fp32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
 
 
+#: Numerical failures of a proxy on one network: its value is NaN (ranked last), not a crash.
+NUMERICAL_FAILURES = (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError)
+
+
+def proxy_value(name: str, probe: StudentProbe) -> float:
+    """One proxy on one probe, in strict fp32; a numerical failure gives NaN, a user error
+    (:class:`DiswotError`) propagates. The one policy every scoring path follows."""
+    spec = get_proxy(name)
+    try:
+        with strict_fp32():
+            return float(spec.fn(probe))
+    except DiswotError:
+        raise
+    except NUMERICAL_FAILURES:
+        return math.nan
+
+
 def _seed_of(seed: int, role: int) -> int:
     return seed * 1000 + role
 
@@ -338,15 +355,7 @@ class Scorer:
         probe = self.probe(student, seed)
         out: dict[str, float] = {}
         for name in proxies:
-            spec = get_proxy(name)
-            try:
-                with strict_fp32():
-                    value = float(spec.fn(probe))
-            except DiswotError:
-                raise
-            except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError):
-                value = math.nan
-            out[name] = value
+            out[name] = proxy_value(name, probe)
         if "diswot" in probe.__dict__:
             out["_semantic_form"] = probe.diswot["semantic_form"]  # type: ignore[assignment]
         return out

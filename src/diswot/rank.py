@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from diswot import __version__, bench, rankstats
 from diswot.errors import DiswotError
-from diswot.probe import Scorer
+from diswot.probe import NUMERICAL_FAILURES, Scorer, proxy_value
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
 from diswot.spaces import SearchSpace, get_space
 
@@ -330,22 +330,15 @@ def evaluate_timed(
         for key in ("teacher", "features"):
             t0 = time.perf_counter()
             # On a numerical failure the proxies meet the same error and report NaN.
-            with contextlib.suppress(
-                RuntimeError, ValueError, FloatingPointError, ZeroDivisionError
-            ):
+            with contextlib.suppress(*NUMERICAL_FAILURES):
                 getattr(probe, key)
             name = "pass:forward" if key == "features" else "pass:teacher"
             seconds[name] = time.perf_counter() - t0
     passes = pass_seconds(probe)
-    for name, spec in zip(proxies, specs):
+    for name in proxies:
         before = dict(passes)
         t0 = time.perf_counter()
-        try:
-            value = float(spec.fn(probe))
-        except DiswotError:
-            raise
-        except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError):
-            value = math.nan
+        value = proxy_value(name, probe)
         elapsed = time.perf_counter() - t0
         for key, sec in passes.items():
             if key not in before:
