@@ -106,3 +106,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[object]:
+    """A real local Ray runtime with 2 CPUs for a test module (skips when Ray is not installed)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -7,7 +7,6 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,14 +93,6 @@ def test_ray_unreachable_address_fails_fast() -> None:
     with pytest.raises(DiswotError, match="cannot reach the Ray cluster at 127.0.0.1:1") as info:
         run_rank("s1", backend="ray", address="127.0.0.1:1", **FAST)
     assert "\n" not in str(info.value) and time.perf_counter() - t0 < 10
-
-
-@pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[object]:
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_rank_survives_killed_actors(serial: dict, ray_runtime, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,14 +110,6 @@ def test_cli_search_with_workers(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert res["n_scored"] == 6 and res["settings"]["in_flight"] == 2
     inline = run_search("s1", cycles=6, in_flight=2, **{**REAL, "population": 3, "sample_size": 2})
     assert res["winner"]["arch"] == inline.winner["arch"]
-
-
-@pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[object]:
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'diswot[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_search_equals_inline_and_survives_killed_actors(

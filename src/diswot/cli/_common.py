@@ -34,6 +34,27 @@ def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
 
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """Where candidates are scored besides ``--workers``: local processes or a Ray cluster."""
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes or a Ray cluster (pip install 'diswot[ray]'); default local",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (host:port or 'auto'); default: start a local Ray runtime",
+    )
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=0.0,
+        help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
+    )
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=None, default=str)
     sys.stdout.write("\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diswot.cli._common import add_probe_args, print_json
+from diswot.cli._common import add_backend_args, add_probe_args, print_json
 from diswot.rank import merge_runs, parse_shard, run_rank
 
 
@@ -68,23 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score on N processes (local) or N Ray actors (ray; default: the cluster's CPUs, or "
         "GPUs / --gpus-per-task); same scores and cache as the serial default",
     )
-    p.add_argument(
-        "--backend",
-        choices=("local", "ray"),
-        default="local",
-        help="local processes or a Ray cluster (pip install 'diswot[ray]'); default local",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster address (host:port or 'auto'); default: start a local Ray runtime",
-    )
-    p.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=0.0,
-        help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
-    )
+    add_backend_args(p)
     add_probe_args(p, teacher_default=None)
     p.set_defaults(seeds=1)
     return p

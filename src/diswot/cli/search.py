@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diswot.cli._common import add_probe_args, print_json
+from diswot.cli._common import add_backend_args, add_probe_args, print_json
 from diswot.search import (
     ALGORITHMS,
     DEFAULT_CYCLES,
@@ -142,23 +142,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="candidates scored at once (default --workers); results are taken in proposal "
         "order, so the same seed and --in-flight give the same search on any backend",
     )
-    p.add_argument(
-        "--backend",
-        choices=("local", "ray"),
-        default="local",
-        help="local processes or a Ray cluster (pip install 'diswot[ray]'); default local",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster address (host:port or 'auto'); default: start a local Ray runtime",
-    )
-    p.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=0.0,
-        help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
-    )
+    add_backend_args(p)
     add_probe_args(p, teacher_default=None)
     # Unset by default so a resumed run's settings fill them; _FALLBACK supplies the real defaults.
     p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None)
