@@ -322,7 +322,7 @@ def evaluate_timed(
     """
     from diswot.proxies._shared import pass_seconds
 
-    probe = scorer.probe(arch, seed)
+    probe = scorer.evaluation_probe(arch, proxies, seed)
     values: dict[str, float] = {}
     seconds: dict[str, float] = {}
     specs = [get_proxy(n) for n in proxies]
@@ -346,6 +346,7 @@ def evaluate_timed(
                 elapsed -= sec
         seconds[name] = max(elapsed, 0.0)
         values[name] = value
+    scorer.release(probe, proxies)
     return values, seconds
 
 

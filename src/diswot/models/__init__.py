@@ -26,6 +26,7 @@ __all__ = [
     "create_model",
     "init_weights",
     "register_model",
+    "reinit_covers",
 ]
 
 ModelFactory = Callable[..., nn.Module]
@@ -135,6 +136,35 @@ def init_weights(model: nn.Module, scheme: str = "gaussian", seed: int | None = 
             if isinstance(module, nn.modules.batchnorm._NormBase):
                 module.reset_running_stats()
     return model
+
+
+def reinit_covers(model: nn.Module) -> bool:
+    """Whether :func:`init_weights` rewrites *every* parameter and buffer of ``model``.
+
+    True when each parameter is the weight or bias of a Conv, Linear or norm layer and each buffer
+    a BatchNorm running statistic: re-initialising such a model under a seed then gives exactly
+    the weights a fresh build under that seed would, so a built network can be reused for the next
+    seed instead of being constructed again (construction, not the forward, bounds GPU scoring).
+    False for models with other state (a ViT's position embedding and class token).
+    """
+    owners = (
+        nn.modules.conv._ConvNd,
+        nn.Linear,
+        nn.modules.batchnorm._NormBase,
+        nn.GroupNorm,
+        nn.LayerNorm,
+    )
+    stats = {"running_mean", "running_var", "num_batches_tracked"}
+    for module in model.modules():
+        params = [n for n, _ in module.named_parameters(recurse=False)]
+        if params and (not isinstance(module, owners) or set(params) - {"weight", "bias"}):
+            return False
+        buffers = [n for n, b in module.named_buffers(recurse=False) if b is not None]
+        if buffers and (
+            not isinstance(module, nn.modules.batchnorm._NormBase) or set(buffers) - stats
+        ):
+            return False
+    return True
 
 
 def _import_submodules() -> None:
