@@ -4,10 +4,13 @@ One script, sized to run once inside a short GPU lease (about 4 minutes on an H1
 cores); every stage appends its figures to ``--out/gpu.json`` as soon as it ends, so a run cut
 short still reports what it measured. Stages:
 
-1. ``serial``: the in-process path on the GPU (teacher ResNet-56 cached, batch 64, CIFAR-100 class
-   count). Per candidate: *build* (construct and initialise on the CPU, move to the GPU), *score*
+1. ``serial_fresh_builds`` and ``serial``: the in-process path on the GPU (teacher ResNet-56
+   cached, batch 64, CIFAR-100 class count), first building every student from scratch, then as
+   ``rank``/``search`` run it (each finished network retargeted to the next cell in place). Per
+   candidate: *build* (construct or retarget, initialise on the CPU, move to the GPU), *score*
    (one forward of the resident student plus the metric; reading the floats synchronises), and
-   the total, as median and p90 over ``--sample`` cells after a warm-up candidate.
+   the total, as median and p90 over ``--sample`` cells after a warm-up candidate; and how many
+   scores the two ways agree on exactly.
 2. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
    scores and the largest relative difference (GPU kernels reduce in another order).
 3. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
@@ -38,7 +41,7 @@ import torch
 
 from diswot import rankstats
 from diswot.models.nb201 import all_archs
-from diswot.probe import Scorer
+from diswot.probe import Scorer, proxy_value
 from diswot.rank import run_rank
 from diswot.search import run_search
 from diswot.spaces import get_space
@@ -76,27 +79,36 @@ def _scorer(device: str, batch_size: int) -> Scorer:
     )
 
 
-def serial(args: argparse.Namespace, cells: list[str]) -> tuple[dict, dict[str, float]]:
+def serial(
+    args: argparse.Namespace, cells: list[str], recycle: bool = True
+) -> tuple[dict, dict[str, float]]:
+    """Per-candidate times of the in-process path; ``recycle`` hands each finished network to the
+    next candidate (NB201 networks are retargeted in place, as ``rank``/``search`` do) instead of
+    building every student from scratch."""
     t0 = time.perf_counter()
     scorer = _scorer(args.device, args.batch_size)
     scorer.teacher(0)
     _sync(args.device)
     setup = time.perf_counter() - t0
     build, score, total, values = [], [], [], {}
+    proxies = ["diswot"]
     for i, arch in enumerate(cells):
         t0 = time.perf_counter()
-        probe = scorer.probe(arch, 0)
-        probe.model  # noqa: B018  (construct, initialise, move)
+        probe = scorer.evaluation_probe(arch, proxies, 0) if recycle else scorer.probe(arch, 0)
+        probe.model  # noqa: B018  (construct or retarget, initialise, move)
         _sync(args.device)
         t1 = time.perf_counter()
-        values[arch] = float(probe.diswot["score"])  # forward + metric; the read synchronises
+        values[arch] = proxy_value("diswot", probe)  # forward + metric; the read synchronises
         t2 = time.perf_counter()
+        if recycle:
+            scorer.release(probe, proxies)
         if i:  # the first candidate pays cuDNN heuristics and the allocator's warm-up
             build.append(t1 - t0)
             score.append(t2 - t1)
             total.append(t2 - t0)
     out = {
         "candidates": len(total),
+        "recycled": recycle,
         "setup_s": round(setup, 3),
         "build": _ms(build),
         "score_resident": _ms(score),
@@ -251,8 +263,11 @@ def main() -> None:
     import random
 
     random.Random(0).shuffle(cells)
+    fresh, fresh_values = serial(args, cells[: args.sample + 1], recycle=False)
+    save("serial_fresh_builds", fresh)
     ser, values = serial(args, cells[: args.sample + 1])
     save("serial", ser)
+    save("recycled_equals_fresh", sum(values[a] == fresh_values[a] for a in values))
     save("cpu_agreement", cpu_agreement(args, values, args.agree))
     wk = workers(args, cells[: args.rank_sample], values)
     save("workers", wk)

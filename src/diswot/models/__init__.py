@@ -145,26 +145,31 @@ def reinit_covers(model: nn.Module) -> bool:
     a BatchNorm running statistic: re-initialising such a model under a seed then gives exactly
     the weights a fresh build under that seed would, so a built network can be reused for the next
     seed instead of being constructed again (construction, not the forward, bounds GPU scoring).
-    False for models with other state (a ViT's position embedding and class token).
+    False for models with other state (a ViT's position embedding and class token). Reads the
+    modules' own parameter/buffer tables directly: it runs once per scored candidate.
     """
-    owners = (
-        nn.modules.conv._ConvNd,
-        nn.Linear,
-        nn.modules.batchnorm._NormBase,
-        nn.GroupNorm,
-        nn.LayerNorm,
-    )
-    stats = {"running_mean", "running_var", "num_batches_tracked"}
     for module in model.modules():
-        params = [n for n, _ in module.named_parameters(recurse=False)]
-        if params and (not isinstance(module, owners) or set(params) - {"weight", "bias"}):
+        params = [k for k, v in module._parameters.items() if v is not None]
+        if params and (not isinstance(module, _INIT_OWNERS) or not _WEIGHT_BIAS.issuperset(params)):
             return False
-        buffers = [n for n, b in module.named_buffers(recurse=False) if b is not None]
+        buffers = [k for k, v in module._buffers.items() if v is not None]
         if buffers and (
-            not isinstance(module, nn.modules.batchnorm._NormBase) or set(buffers) - stats
+            not isinstance(module, nn.modules.batchnorm._NormBase)
+            or not _BN_STATS.issuperset(buffers)
         ):
             return False
     return True
+
+
+_INIT_OWNERS = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+_WEIGHT_BIAS = frozenset({"weight", "bias"})
+_BN_STATS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 
 
 def _import_submodules() -> None:

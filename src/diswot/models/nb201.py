@@ -204,7 +204,32 @@ class NB201Cell(nn.Module):
         super().__init__()
         self.arch = format_arch(parse_arch(arch))
         self.ops = parse_arch(self.arch)
+        self.channels = channels
         self.edges = nn.ModuleList(_make_op(op, channels) for op in self.ops)
+        # Ops swapped out by retarget(), kept for reuse: a plain dict, so outside the module tree
+        # (not in state_dict, parameters() or modules(), not moved by .to()).
+        self._spare_ops: dict[tuple[int, str], nn.Module] = {}
+
+    def retarget(self, arch: str, device: torch.device | None = None) -> None:
+        """Become a cell of ``arch`` in place, reusing op modules (their weights are *not* redrawn).
+
+        The module tree afterwards is the one a fresh ``NB201Cell(arch, channels)`` has, so
+        :func:`~diswot.models.init_weights` visits the same modules in the same order and draws
+        the same weights. Ops come from this cell's spares when it had them before, so after a
+        few candidates nothing is constructed at all. An op that is constructed goes to ``device``.
+        """
+        ops = parse_arch(arch)
+        for k, (old, new) in enumerate(zip(self.ops, ops)):
+            if old != new:
+                self._spare_ops[(k, old)] = self.edges[k]
+                op = self._spare_ops.pop((k, new), None)
+                if op is None:
+                    op = _make_op(new, self.channels)
+                    if device is not None:
+                        op = op.to(device)
+                self.edges[k] = op
+        self.arch = format_arch(ops)
+        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -262,6 +287,18 @@ class NB201Network(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
+
+    def retarget(self, arch: str) -> NB201Network:
+        """Turn this network into ``arch``'s in place (call ``init_weights`` after, as after a
+        build): the skeleton is shared by every NB201 cell, so only the cells' edge ops change.
+        Construction (~255 ``nn.Module`` constructors) is what bounds scoring throughput on a GPU."""
+        arch = format_arch(parse_arch(arch))
+        device = self.classifier.weight.device  # new ops join the network where it is
+        for cell in self.cells:
+            if isinstance(cell, NB201Cell):
+                cell.retarget(arch, device)
+        self.arch = arch
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

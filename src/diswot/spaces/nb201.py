@@ -64,6 +64,16 @@ class NB201Space(SearchSpace):
     def build(self, arch: str, num_classes: int) -> nn.Module:
         return NB201Network(arch, num_classes=num_classes)
 
+    def rebuild(self, model: nn.Module, arch: str, num_classes: int) -> nn.Module | None:
+        """``model`` (a network this space built) turned into ``arch``'s in place, or None.
+
+        The Scorer hands a finished candidate's network here instead of building the next one;
+        after its re-initialisation the weights equal a fresh build's (tests/test_seed_reuse.py).
+        """
+        if type(model) is not NB201Network or model.num_classes != num_classes:
+            return None
+        return model.retarget(arch)
+
     def compute_cost(self, arch: str, num_classes: int, image_size: int) -> ModelCost:
         # Exact closed form: each edge's op is a C -> C module whose cost depends only on the op and
         # the stage, and every cell of the network carries the same arch, so the network's cost is
