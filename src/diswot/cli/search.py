@@ -3,7 +3,7 @@
 Every option defaults to "unset" so that ``--resume DIR`` can take the run's own settings from
 ``DIR/settings.json`` and only options the user names explicitly are compared with them. With no
 option at all the command runs a built-in quick default (an NB201 search for a ResNet56 teacher under
-100M FLOPs) sized to finish in about three minutes on two CPU cores.
+100M FLOPs) sized to finish within about a minute on two CPU cores.
 """
 
 from __future__ import annotations
