@@ -20,6 +20,12 @@ Rules every algorithm follows:
 Aging evolution (Real et al. 2019) as the paper uses it: a tournament of ``sample_size`` members drawn
 from the population, the tournament's **best** is the parent, its mutated child joins the population and
 the **oldest** member leaves.
+
+With ``in_flight`` K > 1 (``--workers``, ``--backend ray``) the evolution is asynchronous: K candidates
+are scored at once on a pool of workers (:mod:`diswot.parallel`), a new proposal is made whenever a slot
+frees, and each result joins the population as soon as it is taken. Results are taken in *proposal*
+order, not completion order, so the determinism above still holds with ``(seed, in_flight)`` in place
+of the seed, on any backend; K = 1 is the serial algorithm step for step.
 """
 
 from __future__ import annotations
