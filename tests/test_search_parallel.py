@@ -167,12 +167,38 @@ def test_scoring_is_strict_fp32_and_restores_the_callers_tf32_flags() -> None:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def test_local_workers_on_one_gpu_get_a_note(capsys: pytest.CaptureFixture) -> None:
+def test_local_workers_on_one_gpu_get_a_note(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from diswot.parallel import warn_shared_gpu
 
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     warn_shared_gpu("cpu", 4)
     warn_shared_gpu("cuda", 1)
     assert capsys.readouterr().err == ""
-    warn_shared_gpu("cuda:0", 4)
+    warn_shared_gpu("cuda", 4)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "4 worker processes share one GPU" in err
+    assert err.count("\n") == 1 and "4 worker processes share 1 GPU(s)" in err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    warn_shared_gpu("cuda", 4)  # one worker per GPU: nothing to say
+    assert capsys.readouterr().err == ""
+    warn_shared_gpu("cuda:0", 2)  # an explicit device: every worker uses that one
+    assert "share 1 GPU(s)" in capsys.readouterr().err
+
+
+def test_workers_take_one_gpu_each_on_a_multi_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from diswot.parallel import _gpu_counter, assign_gpu
+
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    ctx = multiprocessing.get_context("spawn")
+    assert _gpu_counter(ctx, "cpu") is None and _gpu_counter(ctx, "cuda:1") is None
+    counter = _gpu_counter(ctx, "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert [assign_gpu(counter) for _ in range(5)] == [0, 1, 2, 0, 1]
+    assert chosen == [0, 1, 2, 0, 1]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert assign_gpu(counter) is None and len(chosen) == 5  # one GPU: left as it is
+    assert assign_gpu(None) is None

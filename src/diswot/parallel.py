@@ -121,10 +121,32 @@ def score_stream(
 _WORKER_SCORER = None
 
 
-def _local_init(recipe: ScorerRecipe) -> None:
+def assign_gpu(counter: Any) -> int | None:
+    """Give this worker process its own GPU when the machine has several: worker ``i`` (in start
+    order, from a shared counter) uses GPU ``i mod n``. Returns the GPU index, or None when
+    nothing was set (no counter, or fewer than two GPUs)."""
+    if counter is None:
+        return None
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    n = torch.cuda.device_count()
+    if n < 2:
+        return None
+    torch.cuda.set_device(index % n)
+    return index % n
+
+
+def _gpu_counter(ctx: Any, device: str) -> Any:
+    """A process-shared counter for :func:`assign_gpu`, only for an unindexed ``cuda`` device."""
+    return ctx.Value("i", 0) if str(device) == "cuda" else None
+
+
+def _local_init(recipe: ScorerRecipe, counter: Any = None) -> None:
     global _WORKER_SCORER
     # N workers with the default thread count would oversubscribe the cores N-fold.
     torch.set_num_threads(1)
+    assign_gpu(counter)
     _WORKER_SCORER = recipe.build()
 
 
@@ -147,14 +169,18 @@ def check_spawnable() -> None:
 
 
 def warn_shared_gpu(device: str, workers: int) -> None:
-    """Local workers on a GPU all use the same one: say once that this was measured slower."""
-    if workers > 1 and str(device).startswith("cuda"):
+    """More local workers than GPUs: say once that processes sharing a GPU measured slower."""
+    if workers < 2 or not str(device).startswith("cuda"):
+        return
+    gpus = 1 if str(device) != "cuda" else max(torch.cuda.device_count(), 1)
+    if workers > gpus:
         import sys
 
         print(
-            f"diswot: note: {workers} worker processes share one GPU; on an H200 that measured "
-            "slower than one process (kernels of different processes are time-sliced, "
-            "docs/scale.md); prefer --workers 1, CUDA MPS, or --backend ray with one GPU per actor",
+            f"diswot: note: {workers} worker processes share {gpus} GPU(s); on an H200, processes "
+            "sharing one GPU measured slower than one process (kernels of different processes "
+            "are time-sliced, docs/scale.md); prefer one worker per GPU, CUDA MPS, or --backend "
+            "ray with --gpus-per-task 1",
             file=sys.stderr,
         )
 
@@ -168,7 +194,7 @@ def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) 
         max_workers=min(workers, len(chunks)),
         mp_context=ctx,
         initializer=_local_init,
-        initargs=(recipe,),
+        initargs=(recipe, _gpu_counter(ctx, recipe.plan.settings["device"])),
     )
     in_flight: set[Future] = set()
     try:
@@ -376,9 +402,10 @@ class InlinePool:
 _POOL_FN = None
 
 
-def _pool_init(factory: Any) -> None:
+def _pool_init(factory: Any, counter: Any = None) -> None:
     global _POOL_FN
     torch.set_num_threads(1)  # N workers with default threads would oversubscribe N-fold
+    assign_gpu(counter)
     _POOL_FN = factory()
 
 
@@ -406,11 +433,12 @@ class ProcessPool:
                 f"the objective cannot be sent to worker processes ({type(exc).__name__}); use a "
                 "module-level function or class, or run with --workers 1"
             ) from None
+        ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=ctx,
             initializer=_pool_init,
-            initargs=(factory,),
+            initargs=(factory, _gpu_counter(ctx, device)),
         )
 
     def submit(self, item: Any) -> Future:
