@@ -108,3 +108,16 @@ def test_nb201_retarget_then_init_equals_a_fresh_build() -> None:
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert torch.equal(got(x), want(x))
     assert space.rebuild(net, archs[0], 100) is None  # another class count: build anew
+
+
+def test_staged_init_copy_gives_the_same_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On CUDA the Gaussian draws travel in one host-to-device copy; forced here on the CPU.
+    import torch
+
+    import diswot.models as models
+
+    direct = models.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
+    monkeypatch.setattr(models, "_STAGE_ON_CPU", True)
+    staged = models.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
+    a, b = direct.state_dict(), staged.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

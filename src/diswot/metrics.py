@@ -123,9 +123,6 @@ def diswot_score(
     """DisWOT score ``-(M_s + M_r)`` (higher is better) with both components and the semantic form."""
     ms, form = semantic_similarity(g_t, g_s, mode)
     mr = relation_similarity(f_t, f_s)
-    return {
-        "score": float(-(ms + mr)),
-        "ms": float(ms),
-        "mr": float(mr),
-        "semantic_form": form,
-    }
+    # One device-to-host read for all three numbers: the only synchronisation a candidate needs.
+    score, ms_v, mr_v = torch.stack([-(ms + mr), ms, mr]).tolist()
+    return {"score": score, "ms": ms_v, "mr": mr_v, "semantic_form": form}

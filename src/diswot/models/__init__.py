@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from diswot._registry import Registry
 from diswot.errors import DiswotError
@@ -122,10 +122,17 @@ def init_weights(model: nn.Module, scheme: str = "gaussian", seed: int | None = 
     else:
         gen.seed()
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    staged_to: list[Tensor] = []  # device weights whose CPU draws travel in one copy
+    staged_from: list[Tensor] = []
     for module in model.modules():
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             w = module.weight
-            w.copy_(torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w))
+            draw = torch.randn(w.shape, generator=gen, dtype=torch.float32)
+            if _stage(w):
+                staged_to.append(w)
+                staged_from.append(draw)
+            else:
+                w.copy_(draw.to(w))
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, norm_types):
@@ -135,7 +142,21 @@ def init_weights(model: nn.Module, scheme: str = "gaussian", seed: int | None = 
                 module.bias.zero_()
             if isinstance(module, nn.modules.batchnorm._NormBase):
                 module.reset_running_stats()
+    if staged_to and len({w.device for w in staged_to}) == 1:
+        # One host-to-device copy of every draw instead of one per layer (each of those can stall
+        # the host), then one fused device-side copy into the weights. Same values either way.
+        flat = torch.cat([d.reshape(-1) for d in staged_from]).to(staged_to[0].device)
+        parts = flat.split([d.numel() for d in staged_from])
+        torch._foreach_copy_(staged_to, [p.view_as(w) for p, w in zip(parts, staged_to)])
+    else:  # a model spread over several devices: one copy per weight
+        for w, d in zip(staged_to, staged_from):
+            w.copy_(d.to(w))
     return model
+
+
+def _stage(w: Tensor) -> bool:
+    """Draws for this weight go through the single staged copy (CUDA float32 weights)."""
+    return w.device.type == "cuda" and w.dtype == torch.float32 or _STAGE_ON_CPU
 
 
 def reinit_covers(model: nn.Module) -> bool:
@@ -160,6 +181,9 @@ def reinit_covers(model: nn.Module) -> bool:
             return False
     return True
 
+
+#: Tests set this to exercise the staged copy of :func:`init_weights` without a GPU.
+_STAGE_ON_CPU = False
 
 _INIT_OWNERS = (
     nn.modules.conv._ConvNd,
