@@ -14,7 +14,8 @@ seconds)`` records and :func:`diswot.rank.run_rank` appends each one as it arriv
 format, resume and ``--merge`` are the serial path's, whichever backend produced the lines. An
 interrupted parallel run therefore resumes, serially or in parallel, without rescoring.
 
-Two backends share :func:`score_stream`:
+Two backends share :func:`score_stream`, built on the same pools as ``search``'s asynchronous
+evolution (:class:`ProcessPool`, :class:`RayPool`, at the end of this module):
 
 * ``local`` (``--workers N``): ``N`` spawned processes (``spawn``, not ``fork``: a forked child of a
   process whose OpenMP pool is already running can deadlock), one intra-op thread each, fed chunks
@@ -33,10 +34,11 @@ import os
 import socket
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -118,9 +120,6 @@ def score_stream(
 # ------------------------------------------------------------------------------------ local
 
 
-_WORKER_SCORER = None
-
-
 def assign_gpu(counter: Any) -> int | None:
     """Give this worker process its own GPU when the machine has several: worker ``i`` (in start
     order, from a shared counter) uses GPU ``i mod n``. Returns the GPU index, or None when
@@ -140,19 +139,6 @@ def assign_gpu(counter: Any) -> int | None:
 def _gpu_counter(ctx: Any, device: str) -> Any:
     """A process-shared counter for :func:`assign_gpu`, only for an unindexed ``cuda`` device."""
     return ctx.Value("i", 0) if str(device) == "cuda" else None
-
-
-def _local_init(recipe: ScorerRecipe, counter: Any = None) -> None:
-    global _WORKER_SCORER
-    # N workers with the default thread count would oversubscribe the cores N-fold.
-    torch.set_num_threads(1)
-    assign_gpu(counter)
-    _WORKER_SCORER = recipe.build()
-
-
-def _local_run(chunk: list[Task]) -> list[Record]:
-    assert _WORKER_SCORER is not None, "worker not initialised"
-    return score_chunk(_WORKER_SCORER, chunk)
 
 
 def check_spawnable() -> None:
@@ -185,38 +171,35 @@ def warn_shared_gpu(device: str, workers: int) -> None:
         )
 
 
+@dataclass
+class _ChunkScorer:
+    """Pool factory for ``rank``: each worker builds its Scorer (and teacher caches) once, then
+    scores chunks of tasks with it."""
+
+    recipe: ScorerRecipe
+
+    def __call__(self) -> Callable[[list[Task]], list[Record]]:
+        return partial(score_chunk, self.recipe.build())
+
+
 def _local_stream(recipe: ScorerRecipe, chunks: list[list[Task]], workers: int) -> Iterator[Record]:
-    check_spawnable()
-    warn_shared_gpu(recipe.plan.settings["device"], workers)
-    pending = deque(chunks)
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)),
-        mp_context=ctx,
-        initializer=_local_init,
-        initargs=(recipe, _gpu_counter(ctx, recipe.plan.settings["device"])),
+    pool = ProcessPool(
+        _ChunkScorer(recipe), min(workers, len(chunks)), recipe.plan.settings["device"]
     )
+    pending = deque(chunks)
     in_flight: set[Future] = set()
     try:
         while pending or in_flight:
             # Two chunks per worker in flight: no worker idles while the parent writes results.
             while pending and len(in_flight) < 2 * workers:
-                in_flight.add(pool.submit(_local_run, pending.popleft()))
+                in_flight.add(pool.submit(pending.popleft()))
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for fut in done:
-                try:
-                    records = fut.result()
-                except BrokenProcessPool:
-                    raise DiswotError(
-                        "a worker process died (out of memory, killed, or failed at start-up: see "
-                        "its traceback above); scores so far are cached, rerun the same command "
-                        "to resume"
-                    ) from None
-                yield from records
+                yield from pool.result(fut)
     finally:
         for fut in in_flight:
             fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.close()
 
 
 # ------------------------------------------------------------------------------------ ray
@@ -289,87 +272,29 @@ def _ray_stream(
     chunk_size: int | None,
     address: str | None,
     gpus_per_task: float,
-    max_resubmits: int = 3,
 ) -> Iterator[Record]:
-    ray = _import_ray()
-    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-
-    if str(recipe.plan.settings["device"]).startswith("cuda") and gpus_per_task <= 0:
-        gpus_per_task = 1.0  # an actor without a GPU reservation may not see any GPU at all
-    started = _ray_connect(ray, address, workers or 0)
+    pool = RayPool(
+        _ChunkScorer(recipe),
+        workers,
+        address=address,
+        gpus_per_task=gpus_per_task,
+        device=recipe.plan.settings["device"],
+        name="diswot-scorer",
+    )
     try:
-        n = _ray_workers(ray, workers, gpus_per_task)
-        size = chunk_size or default_chunk_size(len(tasks), n)
-        pending = deque((chunk, 0) for chunk in _chunks(tasks, size))
-        actor_cls = ray.remote(_RayScorer)
-        opts = dict(
-            num_cpus=1,
-            num_gpus=gpus_per_task,
-            # A dead actor process is restarted (it rebuilds its Scorer) and the calls it had in
-            # flight are retried by Ray; evaluations are pure, so a retry is always safe.
-            max_restarts=3,
-            max_task_retries=3,
-        )
-        run_id = uuid.uuid4().hex[:8]
-        actors = [
-            actor_cls.options(name=f"diswot-scorer-{run_id}-{i}", **opts).remote(recipe)
-            for i in range(n)
-        ]
-        alive = list(range(n))
-        in_flight: dict[Any, tuple[int, list[Task], int]] = {}
-        load = dict.fromkeys(alive, 0)
-
-        def submit() -> None:
-            while pending and alive:
-                i = min(alive, key=lambda k: load[k])
-                if load[i] >= 2:  # two chunks per actor in flight, as in the local pool
-                    return
-                chunk, tries = pending.popleft()
-                in_flight[actors[i].run.remote(chunk)] = (i, chunk, tries)
-                load[i] += 1
-
-        submit()
-        while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = done[0]
-            i, chunk, tries = in_flight.pop(ref)
-            load[i] -= 1
-            try:
-                records = ray.get(ref)
-            except RayTaskError as exc:  # the scoring itself failed: a user error, not a crash
-                raise DiswotError(_cause(exc)) from None
-            except (RayActorError, GetTimeoutError) as exc:
-                # Ray gave up on this actor (restarts exhausted, node lost): its chunk goes to
-                # another actor, so the scores are never silently missing.
-                if i in alive:
-                    alive.remove(i)
-                if tries >= max_resubmits or not alive:
-                    raise DiswotError(
-                        f"Ray workers died and a chunk failed {tries + 1} times ({_cause(exc)}); "
-                        "scores so far are cached, rerun the same command to resume"
-                    ) from None
-                pending.appendleft((chunk, tries + 1))
-            else:
-                yield from records
-            submit()
+        size = chunk_size or default_chunk_size(len(tasks), pool.workers)
+        pending = deque(_chunks(tasks, size))
+        in_flight: list[list] = []
+        while pending or in_flight:
+            # Two chunks per live actor in flight, as in the local pool.
+            while pending and len(in_flight) < 2 * len(pool.alive):
+                in_flight.append(pool.submit(pending.popleft()))
+            ready, _ = pool.ray.wait([t[0] for t in in_flight], num_returns=1)
+            ticket = next(t for t in in_flight if t[0] == ready[0])
+            in_flight.remove(ticket)
+            yield from pool.result(ticket)  # a chunk whose actor died is re-sent from here
     finally:
-        if started:
-            ray.shutdown()
-
-
-class _RayScorer:
-    """A Ray actor holding one Scorer (its teacher caches built once, at construction)."""
-
-    def __init__(self, recipe: ScorerRecipe) -> None:
-        if recipe.plan.settings["device"] == "cpu":
-            torch.set_num_threads(1)  # one CPU per actor, as the actor's resources say
-        self.scorer = recipe.build()
-
-    def run(self, chunk: list[Task]) -> list[Record]:
-        return score_chunk(self.scorer, chunk)
-
-    def pid(self) -> int:
-        return os.getpid()
+        pool.close()
 
 
 # ------------------------------------------------------------------------------------ pools
@@ -430,8 +355,8 @@ class ProcessPool:
             pickle.dumps(factory)
         except Exception as exc:
             raise DiswotError(
-                f"the objective cannot be sent to worker processes ({type(exc).__name__}); use a "
-                "module-level function or class, or run with --workers 1"
+                f"the objective or teacher cannot be sent to worker processes "
+                f"({type(exc).__name__}); use a module-level function or class, or --workers 1"
             ) from None
         ctx = multiprocessing.get_context("spawn")
         self.pool = ProcessPoolExecutor(
@@ -470,7 +395,7 @@ class _RayEvaluator:
 
 
 class RayPool:
-    """One actor per worker. A dead actor process is restarted by Ray and its call retried; an
+    """One actor per worker (named ``<name>-<run id>-<i>``). A dead actor process is restarted by Ray and its call retried; an
     actor Ray gave up on is dropped and its item sent to a survivor (at most ``max_resubmits``
     times), so an item is scored or the run stops with a one-line error, never silently lost."""
 
@@ -483,6 +408,7 @@ class RayPool:
         gpus_per_task: float = 0.0,
         device: str = "cpu",
         max_resubmits: int = 3,
+        name: str = "diswot-eval",
     ) -> None:
         self.ray = _import_ray()
         if str(device).startswith("cuda") and gpus_per_task <= 0:
@@ -491,11 +417,13 @@ class RayPool:
         try:
             n = _ray_workers(self.ray, workers, gpus_per_task)
             cls = self.ray.remote(_RayEvaluator)
+            # A dead actor process is restarted (it rebuilds its factory) and the calls it had in
+            # flight are retried by Ray; evaluations are pure, so a retry is always safe.
             opts = dict(num_cpus=1, num_gpus=gpus_per_task, max_restarts=3, max_task_retries=3)
             run_id = uuid.uuid4().hex[:8]
             cpu_threads = not str(device).startswith("cuda")
             self.actors = [
-                cls.options(name=f"diswot-eval-{run_id}-{i}", **opts).remote(factory, cpu_threads)
+                cls.options(name=f"{name}-{run_id}-{i}", **opts).remote(factory, cpu_threads)
                 for i in range(n)
             ]
         except BaseException:
