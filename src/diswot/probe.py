@@ -132,9 +132,19 @@ class StudentProbe:
     def device(self) -> torch.device:
         return self.scorer.device
 
+    @property
+    def init_seed(self) -> int:
+        """The seed the student's weights are drawn under."""
+        return _seed_of(self.seed, 2)
+
     def fresh_model(self) -> nn.Module:
         """A newly built, initialised student (for proxies that change weights or need gradients)."""
-        return self.scorer.build(self.student, _seed_of(self.seed, 2))
+        return self.scorer.build(self.student, self.init_seed)
+
+    def adopt(self, model: nn.Module) -> None:
+        """Use ``model`` (a recycled network of the same architecture) as this probe's student,
+        re-initialised under this probe's seed: the weights a fresh build would have."""
+        self.__dict__["model"] = init_weights(model, self.scorer.init, self.init_seed)
 
     @cached_property
     def model(self) -> nn.Module:
@@ -388,8 +398,7 @@ class Scorer:
             model = self.rebuilder(model, student, self.num_classes) if self.rebuilder else None
             if model is None:
                 return probe
-        with torch.random.fork_rng(devices=[]):
-            probe.__dict__["model"] = init_weights(model, self.init, _seed_of(seed, 2))
+        probe.adopt(model)
         return probe
 
     def release(self, probe: StudentProbe, proxies: Sequence[str]) -> None:
