@@ -19,6 +19,15 @@ from diswot.models import register_model
 __all__ = ["BasicBlock", "CifarResNet", "RESNET_DEPTHS"]
 
 
+def projection_shortcut(c_in: int, c_out: int, stride: int) -> nn.Module | None:
+    """torchvision's residual shortcut: 1x1 conv + BN when the shape changes, else None (identity)."""
+    if stride == 1 and c_in == c_out:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+    )
+
+
 class BasicBlock(nn.Module):
     """KxK conv-BN-ReLU, KxK conv-BN, plus shortcut (1x1 conv + BN when the shape changes), ReLU.
 
@@ -37,11 +46,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         # Not in-place: forward hooks on bn2 / the block must see un-mutated tensors.
         self.relu = nn.ReLU(inplace=False)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+        self.downsample = projection_shortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

@@ -31,7 +31,7 @@ from torch import nn
 
 from diswot.errors import DiswotError
 from diswot.models import register_model
-from diswot.models.cifar_resnet import BasicBlock
+from diswot.models.cifar_resnet import BasicBlock, projection_shortcut
 
 __all__ = [
     "BasicBlock",
@@ -115,11 +115,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(mid, c_out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=False)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+        self.downsample = projection_shortcut(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
