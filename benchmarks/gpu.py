@@ -43,7 +43,7 @@ import torch
 from diswot import rankstats
 from diswot.models.nb201 import all_archs
 from diswot.probe import Scorer, proxy_value
-from diswot.rank import run_rank
+from diswot.rank import RankResult, run_rank
 from diswot.search import run_search
 from diswot.spaces import get_space
 
@@ -126,26 +126,39 @@ def cpu_agreement(args: argparse.Namespace, gpu: dict[str, float], n: int) -> di
     cpu = {a: float(scorer.probe(a, 0).diswot["score"]) for a in cells}
     x = [gpu[a] for a in cells]
     y = [cpu[a] for a in cells]
-    rel = max(abs(a - b) / max(abs(b), 1e-30) for a, b in zip(x, y))
+    rel = max(_rel(a, b) for a, b in zip(x, y))
     return {"cells": len(cells), "kendall": round(rankstats.kendall(x, y), 4), "max_rel_diff": rel}
+
+
+def _rank(
+    args: argparse.Namespace, cells: list[str], proxies: str, k: int, **kw: object
+) -> tuple[RankResult, float]:
+    """``diswot rank --device ... --workers k`` on ``cells`` and its wall time (start-up included)."""
+    t0 = time.perf_counter()
+    res = run_rank(
+        "nb201",
+        teacher=TEACHER,
+        proxies=proxies,
+        batch_size=args.batch_size,
+        target=TARGET,
+        archs=cells,
+        device=args.device,
+        progress=False,
+        workers=k,
+        **kw,
+    )
+    return res, time.perf_counter() - t0
+
+
+def _rel(a: float, b: float) -> float:
+    """Relative difference of ``a`` from ``b``."""
+    return abs(a - b) / max(abs(b), 1e-30)
 
 
 def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -> dict:
     out = {}
     for k in args.workers:
-        t0 = time.perf_counter()
-        res = run_rank(
-            "nb201",
-            teacher=TEACHER,
-            proxies="diswot",
-            batch_size=args.batch_size,
-            target=TARGET,
-            archs=cells,
-            device=args.device,
-            progress=False,
-            workers=k,
-        )
-        wall = time.perf_counter() - t0
+        res, wall = _rank(args, cells, "diswot", k)
         got = dict(zip(res.archs, res.mean_column("diswot")))
         shared = [a for a in ref if a in got]
         out[str(k)] = {
@@ -155,29 +168,16 @@ def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -
             "ms_per_candidate": round(1000 * wall / len(res.archs), 2),
             "equal_to_serial": sum(got[a] == ref[a] for a in shared),
             "compared": len(shared),
-            "max_rel_diff_to_serial": max(
-                (abs(got[a] - ref[a]) / max(abs(ref[a]), 1e-30) for a in shared), default=0.0
-            ),
+            "max_rel_diff_to_serial": max((_rel(got[a], ref[a]) for a in shared), default=0.0),
         }
         print(f"workers {k}: {out[str(k)]}", flush=True)
     return out
 
 
 def full(args: argparse.Namespace, k: int) -> dict:
-    t0 = time.perf_counter()
-    res = run_rank(
-        "nb201",
-        teacher=TEACHER,
-        proxies="diswot,ms,mr",
-        batch_size=args.batch_size,
-        target=TARGET,
-        archs=all_archs()[: args.full_cells],
-        device=args.device,
-        progress=False,
-        workers=k,
-        out_dir=Path(args.out) / "full",
+    res, wall = _rank(
+        args, all_archs()[: args.full_cells], "diswot,ms,mr", k, out_dir=Path(args.out) / "full"
     )
-    wall = time.perf_counter() - t0
     kendall = {
         c["proxy"]: round(c["kendall"], 4) for c in res.correlations if c["target"] == TARGET
     }
