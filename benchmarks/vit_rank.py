@@ -206,6 +206,20 @@ def _rows(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
     return rows, secs
 
 
+def _print_proxy_rows(
+    by: dict, cols: list, proxies: list[str], *, digits: int, missing: str, name: str
+) -> None:
+    """One Markdown row per proxy: ``kendall / spearman`` in each column, ``missing`` if unscored."""
+    for p in proxies:
+        cells = []
+        for c in cols:
+            r = by.get((*c, p))
+            cells.append(
+                missing if r is None else f"{r['kendall']:.{digits}f} / {r['spearman']:.{digits}f}"
+            )
+        print(f"| {name.format(p)} | " + " | ".join(cells) + " |")
+
+
 def table(args: argparse.Namespace) -> None:
     """One Markdown table over every scored dataset of a space: Kendall / Spearman per target."""
     rows = []
@@ -229,12 +243,7 @@ def table(args: argparse.Namespace) -> None:
     head = [f"{t}" + ("" if p == "all" else f" (part {p})") for t, p in cols]
     print("| proxy | " + " | ".join(head) + " |")
     print("|---" * (len(cols) + 1) + "|")
-    for p in proxies:
-        cells = []
-        for c in cols:
-            r = by.get((*c, p))
-            cells.append("" if r is None else f"{r['kendall']:.2f} / {r['spearman']:.2f}")
-        print(f"| `{p}` | " + " | ".join(cells) + " |")
+    _print_proxy_rows(by, cols, proxies, digits=2, missing="", name="`{}`")
     for p in ("diswot", "mr", "ms"):
         if all(len(by.get((*c, p), {}).get("kendall_per_seed", [])) > 1 for c in cols):
             cells = [
@@ -275,12 +284,7 @@ def _markdown(rows: list[dict], secs: list[float]) -> None:
     )
     print("| proxy | " + " | ".join(f"{t} ({p}) tau / rho" for t, p in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
-    for p in proxies:
-        cells = []
-        for c in cols:
-            r = by.get((*c, p))
-            cells.append("-" if r is None else f"{r['kendall']:.3f} / {r['spearman']:.3f}")
-        print(f"| {p} | " + " | ".join(cells) + " |")
+    _print_proxy_rows(by, cols, proxies, digits=3, missing="-", name="{}")
     print()
     for c in cols:
         r = next(by[k] for k in by if k[:2] == c)
