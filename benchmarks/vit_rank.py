@@ -237,7 +237,7 @@ def table(args: argparse.Namespace) -> None:
             )
     first = ("c100_kd", "all")
     proxies = sorted(
-        {r["proxy"] for r in rows},
+        sorted({r["proxy"] for r in rows}),  # by name first: ties print in a fixed order
         key=lambda p: -by.get((*first, p), {"kendall": -9})["kendall"],
     )
     head = [f"{t}" + ("" if p == "all" else f" (part {p})") for t, p in cols]
@@ -279,7 +279,7 @@ def _markdown(rows: list[dict], secs: list[float]) -> None:
         key=lambda c: (not c[0].endswith("_kd"), c[0], c[1] != "all", str(c[1])),
     )
     proxies = sorted(
-        {r["proxy"] for r in rows},
+        sorted({r["proxy"] for r in rows}),  # by name first: ties print in a fixed order
         key=lambda p: -by.get((cols[0][0], cols[0][1], p), {"kendall": -9})["kendall"],
     )
     print("| proxy | " + " | ".join(f"{t} ({p}) tau / rho" for t, p in cols) + " |")
