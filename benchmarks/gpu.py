@@ -25,6 +25,7 @@ still reports what it measured. Stages:
    the serial rate.
 
     PYTHONPATH=src python3 benchmarks/gpu.py --out runs/gpu          # on a GPU machine
+    python benchmarks/gpu.py --device cpu --threads 1 --batch-size 16 --sample 120 --only-serial
     python benchmarks/gpu.py --device cpu --quick --out runs/gpu-cpu  # a smoke test of the script
 """
 
@@ -235,11 +236,19 @@ def main() -> None:
     p.add_argument("--search-cycles", type=int, default=1000)
     p.add_argument("--serial-cycles", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
+    p.add_argument(
+        "--only-serial",
+        action="store_true",
+        help="stop after the serial stages (fresh vs recycled)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     p.add_argument("--out", default="runs/gpu")
     args = p.parse_args()
     if args.quick:
         args.sample, args.agree, args.rank_sample, args.workers = 6, 4, 8, [1, 2]
         args.full_cells, args.search_cycles, args.serial_cycles = 12, 8, 4
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here; run with --device cpu --quick for a smoke test")
     out_dir = Path(args.out)
@@ -271,6 +280,8 @@ def main() -> None:
     ser, values = serial(args, cells[: args.sample + 1])
     save("serial", ser)
     save("recycled_equals_fresh", sum(values[a] == fresh_values[a] for a in values))
+    if args.only_serial:
+        return
     save("cpu_agreement", cpu_agreement(args, values, args.agree))
     wk = workers(args, cells[: args.rank_sample], values)
     save("workers", wk)

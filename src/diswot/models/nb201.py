@@ -291,7 +291,7 @@ class NB201Network(nn.Module):
     def retarget(self, arch: str) -> NB201Network:
         """Turn this network into ``arch``'s in place (call ``init_weights`` after, as after a
         build): the skeleton is shared by every NB201 cell, so only the cells' edge ops change.
-        Construction (~255 ``nn.Module`` constructors) is what bounds scoring throughput on a GPU."""
+        Construction (154-424 ``nn.Module`` constructors, by cell) is what bounds scoring throughput on a GPU."""
         arch = format_arch(parse_arch(arch))
         device = self.classifier.weight.device  # new ops join the network where it is
         for cell in self.cells:
