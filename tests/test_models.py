@@ -339,6 +339,41 @@ def test_gaussian_init() -> None:
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
+def _gaussian_reference(model: nn.Module, seed: int) -> nn.Module:
+    """The gaussian init written plainly, one layer at a time (what the batched one must equal)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                if isinstance(m, nn.BatchNorm2d):
+                    m.reset_running_stats()
+    return model
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "resnet20",
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+    ],
+)
+def test_gaussian_init_equals_the_layer_by_layer_definition(arch: str) -> None:
+    a = create_model(arch, 10)
+    with torch.no_grad():  # dirty every parameter and buffer first, so nothing passes by luck
+        for t in (*a.parameters(), *a.buffers()):
+            t.fill_(7)
+    init_weights(a, "gaussian", seed=5)
+    b = _gaussian_reference(create_model(arch, 10), 5)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 def test_default_init_is_seeded_pytorch_init() -> None:
     a = init_weights(create_model("resnet8", 10), "default", seed=7)
     b = init_weights(create_model("resnet8", 10), "default", seed=7)

@@ -124,24 +124,41 @@ def init_weights(model: nn.Module, scheme: str = "gaussian", seed: int | None = 
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     staged_to: list[Tensor] = []  # device weights whose CPU draws travel in one copy
     staged_from: list[Tensor] = []
+    zeros: list[Tensor] = []  # biases, norm shifts, running means, batch counters
+    ones: list[Tensor] = []  # norm scales, running variances
     for module in model.modules():
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             w = module.weight
-            draw = torch.randn(w.shape, generator=gen, dtype=torch.float32)
             if _stage(w):
                 staged_to.append(w)
-                staged_from.append(draw)
+                staged_from.append(torch.randn(w.shape, generator=gen, dtype=torch.float32))
+            elif w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
+                w.normal_(generator=gen)  # the draws of randn(w.shape), without a temporary
             else:
-                w.copy_(draw.to(w))
+                w.copy_(torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w))
             if module.bias is not None:
-                module.bias.zero_()
+                zeros.append(module.bias)
         elif isinstance(module, norm_types):
             if getattr(module, "weight", None) is not None:
-                module.weight.fill_(1.0)
+                ones.append(module.weight)
             if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-            if isinstance(module, nn.modules.batchnorm._NormBase):
-                module.reset_running_stats()
+                zeros.append(module.bias)
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                # What reset_running_stats() does, batched with the rest below.
+                for name, into in (
+                    ("running_mean", zeros),
+                    ("running_var", ones),
+                    ("num_batches_tracked", zeros),
+                ):
+                    if getattr(module, name, None) is not None:
+                        into.append(getattr(module, name))
+    # Constants in a few fused calls instead of five small ones per norm layer (on a GPU each is
+    # a kernel launch). zero-then-add-one writes exact ones.
+    if zeros:
+        torch._foreach_zero_(zeros)
+    if ones:
+        torch._foreach_zero_(ones)
+        torch._foreach_add_(ones, 1)
     if staged_to and len({w.device for w in staged_to}) == 1:
         # One host-to-device copy of every draw instead of one per layer (each of those can stall
         # the host), then one fused device-side copy into the weights. Same values either way.
