@@ -13,6 +13,7 @@ architecture is a *different* random network, as in the paper.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,30 @@ def strict_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+
+
+#: ``--precision`` choices: the dtype the student's forward pass runs in under autocast.
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def check_precision(precision: str, init: str) -> None:
+    """Refuse a precision that cannot score: unknown, or fp16 under the paper's N(0,1) init.
+
+    With every weight ~ N(0, 1), activations grow by about sqrt(fan-in) per layer and pass fp16's
+    largest value (65504) within a few layers, so fp16 turns most DisWOT scores into NaN (measured:
+    ``benchmarks/precision.py``). bf16 keeps fp32's exponent range and does not overflow.
+    """
+    if precision not in PRECISIONS:
+        raise DiswotError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if precision == "fp16" and init == "gaussian":
+        raise DiswotError(
+            "fp16 overflows under the N(0,1) 'gaussian' init (activations pass 65504); "
+            "use --precision bf16, or --init default with fp16"
+        )
 
 
 #: Numerical failures of a proxy on one network: its value is NaN (ranked last), not a crash.
@@ -159,8 +184,10 @@ class StudentProbe:
     @cached_property
     def features(self) -> Features:
         self.model.train()
-        with strict_fp32(), torch.no_grad():
-            return self.extractor(self.inputs)
+        with strict_fp32(), torch.no_grad(), self.scorer.autocast():
+            f = self.extractor(self.inputs)
+        # Under bf16/fp16 the pass ran in low precision; every metric reads fp32 (or float64).
+        return f if f.logits.dtype == torch.float32 else Features(*(t.float() for t in f))
 
     @cached_property
     def grad(self) -> Tensor:
@@ -211,6 +238,9 @@ class Scorer:
             teacher at 32 px scoring 224 px ViT students): the same probe batch, bilinearly resized.
         rebuilder: ``f(model, arch, num_classes) -> model | None`` turning a finished student's
             network into ``arch``'s in place (a space's ``rebuild``), to skip construction.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16``: the dtype of the student's shared
+            forward pass under autocast (the pass the DisWOT and distillation proxies read). The teacher, computed once per seed, the metrics and the proxies that run their
+            own passes stay fp32. fp16 is refused under the ``gaussian`` init (it overflows).
     """
 
     def __init__(
@@ -234,6 +264,7 @@ class Scorer:
         coster: Callable[[str, int, tuple[int, int, int, int]], ModelCost] | None = None,
         teacher_image_size: int | None = None,
         rebuilder: Callable[[nn.Module, str, int], nn.Module | None] | None = None,
+        precision: str = "fp32",
     ) -> None:
         if num_classes < 2:
             raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
@@ -245,6 +276,8 @@ class Scorer:
             raise DiswotError("give at least one seed")
         if init not in ("gaussian", "default"):
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
+        check_precision(precision, init)
+        self.precision = precision
         self.device = _resolve_device(device)
         self.teacher_spec = teacher
         self.num_classes = num_classes
@@ -293,6 +326,13 @@ class Scorer:
     @property
     def input_size(self) -> tuple[int, int, int, int]:
         return (1, 3, self.image_size, self.image_size)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the student's forward pass (a no-op for fp32)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def batch(self, seed: int) -> tuple[Tensor, Tensor]:
         if seed not in self._batches:

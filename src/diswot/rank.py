@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from diswot import __version__, bench, rankstats
 from diswot.errors import DiswotError
-from diswot.probe import NUMERICAL_FAILURES, Scorer, proxy_value
+from diswot.probe import NUMERICAL_FAILURES, Scorer, check_precision, proxy_value
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
 from diswot.spaces import SearchSpace, get_space
 
@@ -51,7 +51,23 @@ BASELINES = ("params", "flops")
 STATS = ("kendall", "spearman", "pearson", "precision_at_top", "best_rank_at_top")
 
 #: Settings that change scores: a run folder refuses to mix runs that differ in any of them.
-FIXED_SETTINGS = ("space", "teacher", "num_classes", "image_size", "batch_size", "init", "data")
+FIXED_SETTINGS = (
+    "space",
+    "teacher",
+    "num_classes",
+    "image_size",
+    "batch_size",
+    "init",
+    "data",
+    "precision",
+)
+#: Values of settings added after run folders were first written, for folders that lack them.
+SETTING_DEFAULTS = {"precision": "fp32"}
+
+
+def _setting(settings: dict, key: str) -> object:
+    return settings.get(key, SETTING_DEFAULTS.get(key))
+
 
 Scores = dict[str, dict[int, dict[str, float]]]  # arch -> seed -> proxy -> value
 
@@ -388,6 +404,7 @@ def _plan(
     data: str,
     device: str,
     shard: tuple[int, int] | str | None,
+    precision: str = "fp32",
 ) -> _Plan:
     sp = get_space(space)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -395,6 +412,7 @@ def _plan(
         raise DiswotError("--seeds must be at least 1")
     if len(set(seed_list)) != len(seed_list):
         raise DiswotError("seeds must be distinct")
+    check_precision(precision, init)  # before any work, also when only workers build a Scorer
     if teacher is None:
         teacher = sp.default_teacher or None
     elif teacher.lower() == "none":
@@ -455,6 +473,7 @@ def _plan(
         "init": init,
         "data": data,
         "device": device,
+        "precision": precision,
         "sample": sample,
         "sample_seed": sample_seed,
         "n_archs": len(arch_list),
@@ -485,6 +504,7 @@ def _make_scorer(plan: _Plan, data_root: str | None) -> Scorer:
         data_root=data_root,
         image_size=s["image_size"],
         device=s["device"],
+        precision=s["precision"],
     )
 
 
@@ -511,6 +531,7 @@ def run_rank(
     address: str | None = None,
     gpus_per_task: float = 0.0,
     chunk_size: int | None = None,
+    precision: str = "fp32",
 ) -> RankResult:
     """Score the students of ``space`` with ``proxies`` and correlate each with the ground truth.
 
@@ -530,6 +551,8 @@ def run_rank(
         workers, backend, address, gpus_per_task, chunk_size: ``workers > 1`` scores on that many
             local processes, ``backend="ray"`` on Ray actors (:mod:`diswot.parallel`); the scores
             and the cache are the serial path's. The default (1, ``local``) stays in-process.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the students' forward pass (see
+            :class:`~diswot.probe.Scorer`); part of the run folder's fixed settings.
     """
     t0 = time.perf_counter()
     plan = _plan(
@@ -546,6 +569,7 @@ def run_rank(
         data=data,
         device=device,
         shard=shard,
+        precision=precision,
     )
     parallel = backend != "local" or workers > 1
     if backend not in ("local", "ray"):
@@ -658,7 +682,7 @@ def _check_settings(path: Path, settings: dict) -> None:
         except json.JSONDecodeError:
             raise DiswotError(f"{path} is corrupt; delete it or use another --out folder") from None
         prev = old.get("settings", old)
-        diff = [k for k in FIXED_SETTINGS if prev.get(k) != settings[k]]
+        diff = [k for k in FIXED_SETTINGS if _setting(prev, k) != settings[k]]
         if diff:
             raise DiswotError(
                 f"{path.parent} holds a run with different {', '.join(diff)}; use another --out folder"
@@ -696,7 +720,9 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         arch_lists.append((p / "archs.txt").read_text().split())
     first = metas[0]
     for d, m, a in zip(dirs, metas, arch_lists):
-        diff = [k for k in (*FIXED_SETTINGS, "targets", "seeds") if m.get(k) != first.get(k)]
+        diff = [
+            k for k in (*FIXED_SETTINGS, "targets", "seeds") if _setting(m, k) != _setting(first, k)
+        ]
         if diff:
             raise DiswotError(f"{d} differs from {dirs[0]} in {', '.join(diff)}; merge like runs")
         if a != arch_lists[0]:
@@ -719,6 +745,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         data=first["data"],
         device=first["device"],
         shard=None,
+        precision=str(_setting(first, "precision")),
     )
     scores: Scores = {}
     times: dict = {}

@@ -322,7 +322,10 @@ _FIXED_SETTINGS = (
     "init",
     "data",
     "flop_convention",
+    "precision",
 )
+#: Values of settings added after run folders were first written, for folders that lack them.
+_SETTING_DEFAULTS = {"precision": "fp32"}
 
 
 def read_settings(out_dir: str | Path) -> dict:
@@ -347,7 +350,11 @@ def _check_folder(out: Path, settings: dict, resume: bool) -> list[dict]:
             )
         return []
     old = read_settings(out)
-    diff = [k for k in _FIXED_SETTINGS if old.get(k) != settings.get(k)]
+    diff = [
+        k
+        for k in _FIXED_SETTINGS
+        if old.get(k, _SETTING_DEFAULTS.get(k)) != settings.get(k, _SETTING_DEFAULTS.get(k))
+    ]
     if diff:
         shown = ", ".join(f"{k}={old.get(k)!r} (now {settings.get(k)!r})" for k in diff[:3])
         raise DiswotError(
@@ -863,6 +870,7 @@ def run_search(
     address: str | None = None,
     gpus_per_task: float = 0.0,
     in_flight: int | None = None,
+    precision: str = "fp32",
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
 
@@ -894,6 +902,8 @@ def run_search(
         in_flight: candidates scored at once (default ``workers``). Results are taken in proposal
             order, so a run is a deterministic function of ``(seed, in_flight)`` whatever the
             backend; ``in_flight=1`` is the serial search.
+        precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the students' forward pass (see
+            :class:`~diswot.probe.Scorer`); a resumed run keeps its own.
     """
     t0 = time.perf_counter()
     sp = get_space(space)
@@ -933,6 +943,9 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
+    from diswot.probe import check_precision
+
+    check_precision(precision, init)
     teacher = sp.default_teacher if teacher is None else teacher
     if objective is None:
         from diswot.proxies import get_proxy, resolve_proxies
@@ -968,6 +981,7 @@ def run_search(
         "data": data,
         "device": str(device),
         "flop_convention": sp.flop_convention,
+        "precision": precision,
     }
 
     out = Path(out_dir) if out_dir is not None else None
@@ -1001,7 +1015,7 @@ def run_search(
     if eng.objective is None:
         factory: Any = _ProxyObjectiveFactory(
             (sp, teacher, objective_name, spec.num_classes, spec.image_size, seed_list,
-             batch_size, init, data, data_root, device),
+             batch_size, init, data, data_root, device, precision),
         )  # fmt: skip
         # Built here too, on a pool as well: a bad teacher fails now, with its own message.
         eng.objective = factory.objective()
@@ -1142,6 +1156,7 @@ def _proxy_objective(
     data: str,
     data_root: str | None,
     device: str,
+    precision: str = "fp32",
 ) -> ProxyObjective:
     """A :class:`ProxyObjective` over a Scorer that builds students with the space's own builder."""
     from diswot.probe import Scorer
@@ -1159,6 +1174,7 @@ def _proxy_objective(
         data_root=data_root,
         image_size=image_size,
         device=device,
+        precision=precision,
     )
     if spec.needs_teacher:
         for s in seeds:  # fail now (e.g. a teacher with another class count), not mid-search

@@ -31,6 +31,13 @@ def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -
     )
     p.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/ etc.")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="dtype of the students' forward pass (default fp32; bf16 agreement with fp32 is "
+        "measured in docs/scale.md; fp16 needs --init default)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
 

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             data=args.data,
             data_root=args.data_root,
             device=args.device,
+            precision=args.precision,
             progress=not args.no_progress,
             workers=args.workers
             if args.workers is not None

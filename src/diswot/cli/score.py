@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         image_size=args.image_size,
         device=args.device,
+        precision=args.precision,
     )
     names = resolve_proxies(args.proxy)
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 "flops": res.flops,
                 "flop_convention": convention,
                 "seeds": list(scorer.seeds),
+                "precision": args.precision,
                 "seconds": round(res.seconds, 4),
             }
         )
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     sd = f" (std over {len(scorer.seeds)} seeds)" if len(scorer.seeds) > 1 else ""
     print(
         f"student {args.student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
+        + (f"  precision {args.precision}" if args.precision != "fp32" else "")
     )
     print(f"  M_s (semantic, {res.info.get('semantic_form', '?')} form): {comps['ms']:.6f}")
     print(f"  M_r (relation):                    {comps['mr']:.6f}")

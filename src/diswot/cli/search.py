@@ -51,6 +51,7 @@ _FALLBACK: dict[str, object] = {
     "init": "gaussian",
     "data": "synthetic",
     "device": "cpu",
+    "precision": "fp32",
 }
 
 _OPTIONS = (
@@ -74,6 +75,7 @@ _OPTIONS = (
     "data",
     "data_root",
     "device",
+    "precision",
     "out",
     "resume",
 )
@@ -145,7 +147,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_backend_args(p)
     add_probe_args(p, teacher_default=None)
     # Unset by default so a resumed run's settings fill them; _FALLBACK supplies the real defaults.
-    p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None)
+    p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None, precision=None)
     return p
 
 
@@ -168,6 +170,7 @@ def _from_settings(s: dict) -> dict[str, object]:
         "init": s.get("init"),
         "data": s.get("data"),
         "device": s.get("device"),
+        "precision": s.get("precision"),
         **{k: budget.get(k) for k in ("max_params", "max_flops", "min_params", "min_flops")},
     }
 
@@ -236,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         address=args.address,
         gpus_per_task=args.gpus_per_task,
         in_flight=args.in_flight,
+        precision=str(opts["precision"]),
     )
     if args.json:
         print_json(result.to_dict())

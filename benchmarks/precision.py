@@ -1,0 +1,146 @@
+"""Rank agreement of bf16/fp16 scoring with fp32, and what each costs, on NB201.
+
+``--precision bf16`` / ``fp16`` runs the students' forward pass under autocast. Lower precision is
+only worth offering with its effect on the ranking measured, so this scores the same seeded NB201
+sample (teacher ResNet-56 at CIFAR-100's 100 classes, batch 64, seed 0) once per configuration and
+reports, for DisWOT, M_s and M_r:
+
+* agreement with fp32 under the same init: Kendall tau between the two score lists, the median and
+  largest relative difference, the non-finite count;
+* Kendall tau of each against CIFAR-100 test accuracy (is the ranking still as good?);
+* median milliseconds per candidate (forward + metric, the network recycled as ``rank`` does).
+
+Configurations: fp32, bf16 and fp16 under the paper's N(0,1) ``gaussian`` init, and the same three
+under PyTorch's ``default`` init. ``diswot`` refuses fp16 with the gaussian init; this script sets
+the precision past that check to measure why (how many scores overflow to NaN).
+
+    python benchmarks/precision.py --sample 200                      # CPU
+    PYTHONPATH=src python3 benchmarks/precision.py --device cuda     # a GPU machine
+
+The last line is one JSON object (also written to ``--out`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from diswot import bench, rankstats
+from diswot.probe import Scorer
+from diswot.spaces import get_space
+
+TEACHER = "resnet56"
+TARGET = "cifar100"
+PROXIES = ("diswot", "ms", "mr")
+
+
+def score_all(
+    cells: list[str], init: str, precision: str, device: str, batch_size: int
+) -> tuple[dict[str, list[float]], float]:
+    """Every proxy of PROXIES on every cell (seed 0) and the median seconds per candidate."""
+    space = get_space("nb201")
+    scorer = Scorer.for_space(
+        space,
+        TEACHER,
+        num_classes=space.dataset(TARGET).num_classes,
+        batch_size=batch_size,
+        init=init,
+        device=device,
+    )
+    # Past the constructor's check: fp16 under the gaussian init is refused, and measured here.
+    scorer.precision = precision
+    scorer.teacher(0)
+    values: dict[str, list[float]] = {p: [] for p in PROXIES}
+    seconds = []
+    for arch in cells:
+        t0 = time.perf_counter()
+        v = scorer.evaluate(arch, PROXIES, 0)
+        seconds.append(time.perf_counter() - t0)
+        for p in PROXIES:
+            values[p].append(v[p])
+    return values, statistics.median(seconds[1:] or seconds)
+
+
+def _rel_diffs(a: list[float], b: list[float]) -> list[float]:
+    return [
+        abs(x - y) / max(abs(y), 1e-30)
+        for x, y in zip(a, b)
+        if math.isfinite(x) and math.isfinite(y)
+    ]
+
+
+def compare(ref: dict[str, list[float]], low: dict[str, list[float]], acc: list[float]) -> dict:
+    out = {}
+    for p in PROXIES:
+        rel = _rel_diffs(low[p], ref[p])
+        out[p] = {
+            "kendall_vs_fp32": round(rankstats.kendall(low[p], ref[p]), 4),
+            "median_rel_diff": float(f"{statistics.median(rel):.3g}") if rel else math.nan,
+            "max_rel_diff": float(f"{max(rel):.3g}") if rel else math.nan,
+            "nonfinite": sum(not math.isfinite(x) for x in low[p]),
+            "kendall_vs_acc": round(rankstats.kendall(low[p], acc), 4),
+        }
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sample", type=int, default=200, help="NB201 cells (seeded sample)")
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = bench.nb201_sample(args.sample, args.sample_seed)
+    truth = bench.nb201_accuracy(TARGET)
+    acc = [truth[a] for a in cells]
+    report: dict = {
+        "command": "python benchmarks/precision.py " + " ".join(os.sys.argv[1:]),
+        "machine": {
+            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "cells": len(cells),
+        "teacher": TEACHER,
+        "batch_size": args.batch_size,
+    }
+    for init in ("gaussian", "default"):
+        ref, ref_s = score_all(cells, init, "fp32", args.device, args.batch_size)
+        section = {
+            "fp32": {
+                "ms_per_candidate": round(1000 * ref_s, 2),
+                **{
+                    f"{p}_kendall_vs_acc": round(rankstats.kendall(ref[p], acc), 4) for p in PROXIES
+                },
+            }
+        }
+        for precision in ("bf16", "fp16"):
+            low, low_s = score_all(cells, init, precision, args.device, args.batch_size)
+            section[precision] = {
+                "ms_per_candidate": round(1000 * low_s, 2),
+                **compare(ref, low, acc),
+            }
+        report[init] = section
+        print(f"{init}: {json.dumps(section)}", flush=True)
+    text = json.dumps(report)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
