@@ -14,13 +14,16 @@ still reports what it measured. Stages:
    scores the two ways agree on exactly.
 2. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
    scores and the largest relative difference (GPU kernels reduce in another order).
-3. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
+3. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
+   (agreement, Kendall vs accuracy, ms per candidate) under the gaussian init on ``--agree``
+   cells, and ``benchmarks/seed_stacking.py``'s one-seed-at-a-time vs vmapped seeds (3 seeds).
+4. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
    on its own core and scoring on the shared GPU) on ``--rank-sample`` cells for each K in
    ``--workers``: wall time (start-up included), candidates/s, and whether the scores equal the
    serial GPU ones where the cells overlap.
-4. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
+5. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
    of DisWOT, M_s, M_r against CIFAR-100 accuracy.
-5. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
+6. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
    36, tournament 8, no budget) with the best K in flight, and a serial 200-candidate search for
    the serial rate.
 
@@ -34,14 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine
 
-from diswot import rankstats
+from diswot import bench, rankstats
 from diswot.models.nb201 import all_archs
 from diswot.probe import Scorer, proxy_value
 from diswot.rank import RankResult, run_rank
@@ -129,6 +132,46 @@ def cpu_agreement(args: argparse.Namespace, gpu: dict[str, float], n: int) -> di
     y = [cpu[a] for a in cells]
     rel = max(_rel(a, b) for a, b in zip(x, y))
     return {"cells": len(cells), "kendall": round(rankstats.kendall(x, y), 4), "max_rel_diff": rel}
+
+
+def precision_stage(args: argparse.Namespace, cells: list[str]) -> dict:
+    """fp32 against bf16 (gaussian init) on the GPU: agreement, Kendall vs accuracy, speed."""
+    import precision  # benchmarks/precision.py, beside this script
+
+    truth = bench.nb201_accuracy(TARGET)
+    acc = [truth[a] for a in cells]
+    ref, ref_s = precision.score_all(cells, "gaussian", "fp32", args.device, args.batch_size)
+    low, low_s = precision.score_all(cells, "gaussian", "bf16", args.device, args.batch_size)
+    return {
+        "cells": len(cells),
+        "fp32_ms_per_candidate": round(1000 * ref_s, 2),
+        "bf16_ms_per_candidate": round(1000 * low_s, 2),
+        "bf16": precision.compare(ref, low, acc),
+    }
+
+
+def stacking_stage(args: argparse.Namespace, cells: list[str]) -> dict:
+    """Three seeds of a cell one at a time against one vmapped forward (ms per cell and seed)."""
+    import seed_stacking  # benchmarks/seed_stacking.py, beside this script
+
+    space = get_space("nb201")
+    scorer = Scorer.for_space(
+        space,
+        TEACHER,
+        num_classes=space.dataset(TARGET).num_classes,
+        batch_size=args.batch_size,
+        seeds=range(3),
+        device=args.device,
+    )
+    ref, t_ref = seed_stacking.one_at_a_time(scorer, cells)
+    got, t_got = seed_stacking.stacked(scorer, cells)
+    rel = [_rel(a, b) for c in cells for a, b in zip(got[c], ref[c])]
+    return {
+        "cells": len(cells) - 1,
+        "one_at_a_time_ms_per_seed": round(1000 * statistics.median(t_ref[1:]) / 3, 2),
+        "stacked_ms_per_seed": round(1000 * statistics.median(t_got[1:]) / 3, 2),
+        "max_rel_diff": max(rel),
+    }
 
 
 def _rank(
@@ -255,12 +298,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {
         "command": "python benchmarks/gpu.py " + " ".join(os.sys.argv[1:]),
-        "machine": {
-            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(args.device),
         "teacher": TEACHER,
         "target": TARGET,
         "batch_size": args.batch_size,
@@ -283,6 +321,8 @@ def main() -> None:
     if args.only_serial:
         return
     save("cpu_agreement", cpu_agreement(args, values, args.agree))
+    save("precision", precision_stage(args, cells[: args.agree]))
+    save("seed_stacking", stacking_stage(args, cells[: args.agree // 3 + 1]))
     wk = workers(args, cells[: args.rank_sample], values)
     save("workers", wk)
     best = max(wk, key=lambda k: wk[k]["candidates_per_s"])

@@ -26,11 +26,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 
 import torch
+from _machine import machine
 
 from diswot import bench, rankstats
 from diswot.probe import Scorer
@@ -106,13 +106,7 @@ def main() -> None:
     acc = [truth[a] for a in cells]
     report: dict = {
         "command": "python benchmarks/precision.py " + " ".join(os.sys.argv[1:]),
-        "machine": {
-            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
-            "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(args.device),
         "cells": len(cells),
         "teacher": TEACHER,
         "batch_size": args.batch_size,

@@ -19,24 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
+from _machine import machine
 
 from diswot.rank import run_rank
-
-
-def _machine() -> dict:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {
-        "cpu_count": os.cpu_count(),
-        "load_1min": load,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def cpu(args: argparse.Namespace) -> dict:
@@ -93,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
     result = cpu(args)
     result.update(
-        sample=args.sample, teacher=args.teacher, batch_size=args.batch_size, machine=_machine()
+        sample=args.sample, teacher=args.teacher, batch_size=args.batch_size, machine=machine("cpu")
     )
     if args.json:
         print(json.dumps(result))
