@@ -6,8 +6,11 @@ sample (teacher ResNet-56 at CIFAR-100's 100 classes, batch 64, seed 0) once per
 reports, for DisWOT, M_s and M_r:
 
 * agreement with fp32 under the same init: Kendall tau between the two score lists, the median and
-  largest relative difference, the non-finite count;
-* Kendall tau of each against CIFAR-100 test accuracy (is the ranking still as good?);
+  largest relative difference, the non-finite count, and for fp16 in how many cells some
+  activation of the student overflowed to inf/NaN (an untimed second pass);
+* Kendall tau of each against CIFAR-100 test accuracy, oriented so that larger is better (M_s and
+  M_r are distances, so their raw values are negated), as ``diswot rank`` reports it: is the
+  ranking still as good?
 * median milliseconds per candidate (forward + metric, the network recycled as ``rank`` does).
 
 Configurations: fp32, bf16 and fp16 under the paper's N(0,1) ``gaussian`` init, and the same three
@@ -31,9 +34,12 @@ import time
 
 import torch
 from _machine import machine
+from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_hook
 
 from diswot import bench, rankstats
 from diswot.probe import Scorer
+from diswot.proxies import get_proxy
 from diswot.spaces import get_space
 
 TEACHER = "resnet56"
@@ -45,18 +51,7 @@ def score_all(
     cells: list[str], init: str, precision: str, device: str, batch_size: int
 ) -> tuple[dict[str, list[float]], float]:
     """Every proxy of PROXIES on every cell (seed 0) and the median seconds per candidate."""
-    space = get_space("nb201")
-    scorer = Scorer.for_space(
-        space,
-        TEACHER,
-        num_classes=space.dataset(TARGET).num_classes,
-        batch_size=batch_size,
-        init=init,
-        device=device,
-    )
-    # Past the constructor's check: fp16 under the gaussian init is refused, and measured here.
-    scorer.precision = precision
-    scorer.teacher(0)
+    scorer = _scorer(init, precision, device, batch_size)
     values: dict[str, list[float]] = {p: [] for p in PROXIES}
     seconds = []
     for arch in cells:
@@ -68,6 +63,47 @@ def score_all(
     return values, statistics.median(seconds[1:] or seconds)
 
 
+def count_overflows(
+    cells: list[str], init: str, precision: str, device: str, batch_size: int
+) -> int:
+    """Cells in which some activation of the student's forward is inf or NaN (a second, untimed
+    pass: a global forward hook checks every module's output)."""
+    scorer = _scorer(init, precision, device, batch_size)
+    hit: list[nn.Module] = []
+
+    def watch(module: nn.Module, inputs: object, out: object) -> None:
+        floating = isinstance(out, Tensor) and out.is_floating_point()
+        if floating and not hit and not torch.isfinite(out).all():
+            hit.append(module)
+
+    handle = register_module_forward_hook(watch)
+    n = 0
+    try:
+        for arch in cells:
+            hit.clear()
+            scorer.evaluate(arch, PROXIES, 0)
+            n += bool(hit)
+    finally:
+        handle.remove()
+    return n
+
+
+def _scorer(init: str, precision: str, device: str, batch_size: int) -> Scorer:
+    space = get_space("nb201")
+    scorer = Scorer.for_space(
+        space,
+        TEACHER,
+        num_classes=space.dataset(TARGET).num_classes,
+        batch_size=batch_size,
+        init=init,
+        device=device,
+    )
+    # Past the constructor's check: fp16 under the gaussian init is refused, and measured here.
+    scorer.precision = precision
+    scorer.teacher(0)  # before any watch: only the students' passes are checked
+    return scorer
+
+
 def _rel_diffs(a: list[float], b: list[float]) -> list[float]:
     return [
         abs(x - y) / max(abs(y), 1e-30)
@@ -76,8 +112,13 @@ def _rel_diffs(a: list[float], b: list[float]) -> list[float]:
     ]
 
 
+def _oriented_kendall(proxy: str, values: list[float], acc: list[float]) -> float:
+    sign = get_proxy(proxy).sign
+    return round(rankstats.kendall([sign * v for v in values], acc), 4)
+
+
 def compare(ref: dict[str, list[float]], low: dict[str, list[float]], acc: list[float]) -> dict:
-    out = {}
+    out: dict = {}
     for p in PROXIES:
         rel = _rel_diffs(low[p], ref[p])
         out[p] = {
@@ -85,7 +126,7 @@ def compare(ref: dict[str, list[float]], low: dict[str, list[float]], acc: list[
             "median_rel_diff": float(f"{statistics.median(rel):.3g}") if rel else math.nan,
             "max_rel_diff": float(f"{max(rel):.3g}") if rel else math.nan,
             "nonfinite": sum(not math.isfinite(x) for x in low[p]),
-            "kendall_vs_acc": round(rankstats.kendall(low[p], acc), 4),
+            "kendall_vs_acc": _oriented_kendall(p, low[p], acc),
         }
     return out
 
@@ -116,9 +157,7 @@ def main() -> None:
         section = {
             "fp32": {
                 "ms_per_candidate": round(1000 * ref_s, 2),
-                **{
-                    f"{p}_kendall_vs_acc": round(rankstats.kendall(ref[p], acc), 4) for p in PROXIES
-                },
+                **{f"{p}_kendall_vs_acc": _oriented_kendall(p, ref[p], acc) for p in PROXIES},
             }
         }
         for precision in ("bf16", "fp16"):
@@ -127,6 +166,10 @@ def main() -> None:
                 "ms_per_candidate": round(1000 * low_s, 2),
                 **compare(ref, low, acc),
             }
+            if precision == "fp16":  # bf16 has fp32's exponent range
+                section[precision]["cells_with_inf_activations"] = count_overflows(
+                    cells, init, precision, args.device, args.batch_size
+                )
         report[init] = section
         print(f"{init}: {json.dumps(section)}", flush=True)
     text = json.dumps(report)
