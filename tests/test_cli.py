@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from diswot.cli import main
 
@@ -28,16 +30,30 @@ def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["score", "--student", "111", "--teacher", "resnet8", "--batch-size", "1"], "at least 2"),
         (["rank", "--space", "nope"], "unknown"),
         (["rank", "--space", "s1", "--proxy", "nope"], "known"),
+        (["score", "--student", "111", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
+        (["score", "--student", "111", "--device", "meta"], "device 'meta' is not supported"),
+        (["rank", "--space", "s1", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
     ],
 )
 def test_bad_input_is_one_line(
     argv: list[str], match: str, capsys: pytest.CaptureFixture[str], tmp_path
 ) -> None:
-    rc = main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "rank" else argv)
+    rc = main([*argv, "--out", str(tmp_path / "o")] if argv[0] != "score" else argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.startswith("diswot: error:") and match in err
     assert "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_score_device_auto_is_cuda_if_available_else_cpu(capsys: pytest.CaptureFixture) -> None:
+    base = ["score", "--teacher", "resnet8", "--student", "313", "--batch-size", "8", "--json"]
+    assert main([*base, "--device", "auto"]) == 0
+    auto = json.loads(capsys.readouterr().out)
+    assert math.isfinite(auto["score"])
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cpu"]) == 0
+        assert json.loads(capsys.readouterr().out)["score"] == auto["score"]
 
 
 def test_module_entry_point_runs() -> None:

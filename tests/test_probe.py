@@ -110,3 +110,35 @@ def test_teacher_sees_its_own_resolution() -> None:
     plain = Scorer("resnet8", num_classes=10, batch_size=4, image_size=64)
     assert plain.teacher(0).feature_map.shape[-1] == 16
     assert math.isfinite(sc.score("111").values["diswot"])
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [
+        ("tpu", "unknown device 'tpu'; accepted: auto, cpu, cuda, cuda:N"),
+        ("cuda:x", "unknown device 'cuda:x'; accepted: auto, cpu, cuda, cuda:N"),
+        ("meta", "device 'meta' is not supported; accepted: auto, cpu, cuda, cuda:N"),
+        ("mps", "device 'mps' is not supported; accepted: auto, cpu, cuda, cuda:N"),
+    ],
+)
+def test_unknown_devices_are_refused_like_train(device: str, match: str) -> None:
+    with pytest.raises(DiswotError) as exc:
+        Scorer("resnet8", num_classes=10, batch_size=4, device=device)
+    assert str(exc.value) == match
+
+
+def test_auto_and_cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diswot.distill import trainer
+    from diswot.runtime import resolve_device
+
+    assert trainer.resolve_device is resolve_device  # train/evaluate and the probe share one check
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Scorer("resnet8", num_classes=10, batch_size=4, device="auto").device.type == "cpu"
+    with pytest.raises(DiswotError, match="CUDA is not available; use --device cpu"):
+        Scorer("resnet8", num_classes=10, batch_size=4, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(DiswotError, match=r"'cuda:2' does not exist: 2 CUDA device\(s\) visible"):
+        Scorer("resnet8", num_classes=10, batch_size=4, device="cuda:2")

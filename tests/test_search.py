@@ -478,6 +478,8 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
         (["--space", "s1", "--teacher", "vgg99", "--out", str(tmp_path / "b")], "unknown model"),
         (["--space", "s1", "--max-flops", "12Q"], "like 278324, 100M"),
         (["--resume", str(tmp_path / "none")], "holds no search run"),
+        (["--space", "s1", "--device", "tpu"], "unknown device 'tpu'; accepted: auto, cpu, cuda"),
+        (["--space", "s1", "--device", "meta"], "device 'meta' is not supported; accepted: auto"),
     ]
     for argv, pattern in cases:
         assert main(["search", *argv]) == 2

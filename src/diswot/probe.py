@@ -32,6 +32,7 @@ from diswot.metrics import SemanticMode, classifier_gradient, diswot_score
 from diswot.models import create_model, init_weights, reinit_covers
 from diswot.models.cost import ModelCost, profile, profile_arch
 from diswot.proxies import get_proxy
+from diswot.runtime import resolve_device
 
 StudentLike = str | nn.Module | Callable[[], nn.Module]
 
@@ -278,7 +279,7 @@ class Scorer:
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
         check_precision(precision, init)
         self.precision = precision
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.teacher_spec = teacher
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -496,10 +497,3 @@ class Scorer:
             seconds=time.perf_counter() - t0,
             info=info,
         )
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiswotError("--device cuda was asked but CUDA is not available; use --device cpu")
-    return dev

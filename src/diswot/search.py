@@ -52,6 +52,7 @@ from tqdm import tqdm
 from diswot import __version__
 from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost
+from diswot.runtime import parse_device, resolve_device
 from diswot.spaces import SearchSpace, get_space
 
 __all__ = [
@@ -946,6 +947,8 @@ def run_search(
     from diswot.probe import check_precision
 
     check_precision(precision, init)
+    # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
+    device = str(resolve_device(device)) if backend == "local" else parse_device(device)
     teacher = sp.default_teacher if teacher is None else teacher
     if objective is None:
         from diswot.proxies import get_proxy, resolve_proxies

@@ -30,7 +30,9 @@ def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -
         help="probe batch source (default synthetic; cifar* read --data-root)",
     )
     p.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/ etc.")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument(
+        "--device", default="cpu", help="auto (CUDA if available), cpu, cuda, cuda:N (default cpu)"
+    )
     p.add_argument(
         "--precision",
         choices=("fp32", "bf16", "fp16"),

@@ -54,6 +54,7 @@ from diswot.distill.datasets import BatchLoader, DataConfig, ImageData, load_dat
 from diswot.distill.methods import Distiller, FeatureInfo, StepOutputs, build_distiller
 from diswot.errors import DiswotError
 from diswot.features import FeatureExtractor
+from diswot.runtime import resolve_device
 
 __all__ = [
     "KILL_AFTER_EPOCH_ENV",
@@ -138,21 +139,6 @@ class TrainSettings:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unusable device is a one-line error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DiswotError(f"unknown device '{device}'; accepted: auto, cpu, cuda, cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiswotError(f"device '{device}' requested but CUDA is not available; use cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise DiswotError(f"device '{device}' is not supported; accepted: auto, cpu, cuda, cuda:N")
-    return dev
-
-
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "off":
         return None

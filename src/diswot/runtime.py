@@ -1,0 +1,49 @@
+"""Where torch runs, shared by every command: the ``--device`` check.
+
+One definition keeps ``score``/``rank``/``search`` and ``train``/``distill``/``evaluate`` accepting
+the same devices with the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diswot.errors import DiswotError
+
+#: What ``--device`` accepts, as the error messages list it.
+ACCEPTED_DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+def parse_device(device: str | torch.device) -> str:
+    """Check the *name* of a device, not its availability: ``auto`` or a CPU/CUDA device string.
+
+    For a device that is resolved elsewhere (a Ray worker may have the GPU its head lacks).
+    """
+    if str(device) == "auto":
+        return "auto"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DiswotError(f"unknown device '{device}'; accepted: {ACCEPTED_DEVICES}") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise DiswotError(f"device '{device}' is not supported; accepted: {ACCEPTED_DEVICES}")
+    return str(dev)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unknown or unusable device is a one-line error."""
+    if parse_device(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiswotError(
+                f"--device {device} was asked but CUDA is not available; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DiswotError(
+                f"device '{device}' does not exist: {count} CUDA device(s) visible; "
+                f"use cuda:0..cuda:{count - 1}"
+            )
+    return dev
