@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diswot.cli import main
+from diswot.probe import Scorer
 
 
 def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +34,7 @@ def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["score", "--student", "111", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
         (["score", "--student", "111", "--device", "meta"], "device 'meta' is not supported"),
         (["rank", "--space", "s1", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
+        (["score", "--student", "111", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -54,6 +56,42 @@ def test_score_device_auto_is_cuda_if_available_else_cpu(capsys: pytest.CaptureF
     if not torch.cuda.is_available():
         assert main([*base, "--device", "cpu"]) == 0
         assert json.loads(capsys.readouterr().out)["score"] == auto["score"]
+
+
+@pytest.mark.parametrize("command", ["score", "rank", "search"])
+def test_threads_cap_the_scoring_and_are_restored(
+    command: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    seen: list[int] = []
+    build = Scorer.build
+
+    def counting_build(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scorer, "build", counting_build)
+    archs = tmp_path / "archs.txt"
+    archs.write_text("111\n113\n131\n")
+    out = tmp_path / "run"
+    argv = {
+        "score": ["score", "--student", "313"],
+        "rank": ["rank", "--space", "s1", "--archs", str(archs), "--out", str(out)],
+        "search": ["search", "--space", "s1", "--cycles", "3", "--out", str(out)],
+    }[command]
+    rest = ["--teacher", "resnet8", "--batch-size", "8", "--json"]
+    rest += [] if command == "score" else ["--no-progress"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([*argv, *rest, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 2  # restored after the command
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}  # every student and the teacher built under one thread
+    if command == "search":  # applied, not a run setting: not stored, free to change on resume
+        assert "threads" not in json.loads((out / "settings.json").read_text())["settings"]
+        capsys.readouterr()
+        assert main(["search", "--resume", str(out), "--threads", "2", "--no-progress"]) == 0
 
 
 def test_module_entry_point_runs() -> None:

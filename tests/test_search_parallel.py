@@ -202,3 +202,18 @@ def test_workers_take_one_gpu_each_on_a_multi_gpu_machine(monkeypatch: pytest.Mo
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert assign_gpu(counter) is None and len(chosen) == 5  # one GPU: left as it is
     assert assign_gpu(None) is None
+
+
+def threads_seen(arch: str) -> float:
+    """An objective reporting the intra-op threads of the process that scores (module level)."""
+    return float(torch.get_num_threads())
+
+
+def test_workers_keep_one_thread_whatever_the_parents_threads() -> None:
+    from diswot.runtime import torch_threads
+
+    with torch_threads(2):  # what `diswot search --threads 2 --workers 2` does in the parent
+        procs = run_search("s1", objective=threads_seen, cycles=4, workers=2)
+        inline = run_search("s1", objective=threads_seen, cycles=4)
+    assert {c["score"] for c in procs.candidates} == {1.0}  # workers pin one thread each
+    assert {c["score"] for c in inline.candidates} == {2.0}  # in-process: the parent's --threads

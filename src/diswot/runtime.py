@@ -1,10 +1,13 @@
-"""Where torch runs, shared by every command: the ``--device`` check.
+"""Where torch runs, shared by every command: the ``--device`` check and the ``--threads`` cap.
 
-One definition keeps ``score``/``rank``/``search`` and ``train``/``distill``/``evaluate`` accepting
-the same devices with the same one-line errors.
+One definition of both keeps ``score``/``rank``/``search`` and ``train``/``distill``/``evaluate``
+accepting the same devices with the same one-line errors, and applying ``--threads`` the same way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -47,3 +50,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 f"use cuda:0..cuda:{count - 1}"
             )
     return dev
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Cap torch's intra-op CPU threads at ``threads`` inside the block (``None``: torch's default).
+
+    The previous count is restored on exit, so the Python API leaves the process as it found it.
+    """
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise DiswotError(f"--threads must be at least 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -8,7 +8,7 @@ import sys
 
 
 def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -> None:
-    """Options describing the probe: teacher, batch, seeds, init, data source, device."""
+    """Options describing the probe: teacher, batch, seeds, init, data source, device, threads."""
     p.add_argument(
         "--teacher",
         default=teacher_default,
@@ -33,6 +33,7 @@ def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -
     p.add_argument(
         "--device", default="cpu", help="auto (CUDA if available), cpu, cuda, cuda:N (default cpu)"
     )
+    add_threads_arg(p)
     p.add_argument(
         "--precision",
         choices=("fp32", "bf16", "fp16"),
@@ -41,6 +42,13 @@ def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -
         "measured in docs/scale.md; fp16 needs --init default)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+
+def add_threads_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--threads N``, applied with :func:`diswot.runtime.torch_threads`; not a run setting."""
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
+    )
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:

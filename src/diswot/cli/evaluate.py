@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from diswot.cli._common import print_json
+from diswot.cli._common import add_threads_arg, print_json
 from diswot.distill.datasets import DATASETS
 from diswot.distill.trainer import AMP_MODES, evaluate_checkpoint
 
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision (auto: CUDA)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
-from diswot.rank import merge_runs, parse_shard, run_rank
+from diswot.rank import RankResult, merge_runs, parse_shard, run_rank
+from diswot.runtime import torch_threads
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,34 +87,8 @@ def _default_out(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args)
-    if args.merge:
-        res = merge_runs(args.merge, out)
-    else:
-        res = run_rank(
-            args.space,
-            teacher=args.teacher,
-            proxies=args.proxy,
-            seeds=args.seeds,
-            batch_size=args.batch_size,
-            target=args.target,
-            sample=args.sample,
-            sample_seed=args.sample_seed,
-            archs=args.archs,
-            shard=args.shard,
-            out_dir=out,
-            init=args.init,
-            data=args.data,
-            data_root=args.data_root,
-            device=args.device,
-            precision=args.precision,
-            progress=not args.no_progress,
-            workers=args.workers
-            if args.workers is not None
-            else (0 if args.backend == "ray" else 1),
-            backend=args.backend,
-            address=args.address,
-            gpus_per_task=args.gpus_per_task,
-        )
+    with torch_threads(args.threads):
+        res = merge_runs(args.merge, out) if args.merge else _rank(args, out)
     if args.json:
         print_json(
             {
@@ -133,3 +108,29 @@ def run(args: argparse.Namespace) -> int:
         f"results in {out}/ (table.md, scores.csv, correlations.json, scatter.png)"
     )
     return 0
+
+
+def _rank(args: argparse.Namespace, out: Path) -> RankResult:
+    return run_rank(
+        args.space,
+        teacher=args.teacher,
+        proxies=args.proxy,
+        seeds=args.seeds,
+        batch_size=args.batch_size,
+        target=args.target,
+        sample=args.sample,
+        sample_seed=args.sample_seed,
+        archs=args.archs,
+        shard=args.shard,
+        out_dir=out,
+        init=args.init,
+        data=args.data,
+        data_root=args.data_root,
+        device=args.device,
+        precision=args.precision,
+        progress=not args.no_progress,
+        workers=args.workers if args.workers is not None else (0 if args.backend == "ray" else 1),
+        backend=args.backend,
+        address=args.address,
+        gpus_per_task=args.gpus_per_task,
+    )

@@ -8,6 +8,7 @@ from diswot.cli._common import add_probe_args, print_json
 from diswot.models.nb201 import is_arch_string
 from diswot.probe import Scorer
 from diswot.proxies import resolve_proxies
+from diswot.runtime import torch_threads
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     scorer = Scorer(
         args.teacher,
         num_classes=args.num_classes,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
+from diswot.runtime import torch_threads
 from diswot.search import (
     ALGORITHMS,
     DEFAULT_CYCLES,
@@ -210,37 +211,40 @@ def run(args: argparse.Namespace) -> int:
         f"diswot search: {'resuming' if args.resume else 'writing'} {out}/",
         file=sys.stderr,
     )
-    result = run_search(
-        str(opts["space"]),
-        teacher=opts.get("teacher"),  # type: ignore[arg-type]
-        target=opts.get("target"),  # type: ignore[arg-type]
-        algorithm=opts.get("algorithm"),  # type: ignore[arg-type]
-        cycles=opts.get("cycles"),  # type: ignore[arg-type]
-        population=int(opts["population"]),  # type: ignore[arg-type]
-        sample_size=int(opts["sample_size"]),  # type: ignore[arg-type]
-        crossover_prob=float(opts["crossover_prob"]),  # type: ignore[arg-type]
-        seed=int(opts["seed"]),  # type: ignore[arg-type]
-        max_params=opts.get("max_params"),  # type: ignore[arg-type]
-        max_flops=opts.get("max_flops"),  # type: ignore[arg-type]
-        min_params=opts.get("min_params"),  # type: ignore[arg-type]
-        min_flops=opts.get("min_flops"),  # type: ignore[arg-type]
-        proxy=str(opts["proxy"]),
-        probe_seeds=opts["seeds"],  # type: ignore[arg-type]
-        batch_size=int(opts["batch_size"]),  # type: ignore[arg-type]
-        init=str(opts["init"]),
-        data=str(opts["data"]),
-        data_root=opts.get("data_root"),  # type: ignore[arg-type]
-        device=str(opts["device"]),
-        out_dir=out,
-        resume=bool(args.resume),
-        progress=not args.no_progress,
-        workers=args.workers if args.workers is not None else (0 if args.backend == "ray" else 1),
-        backend=args.backend,
-        address=args.address,
-        gpus_per_task=args.gpus_per_task,
-        in_flight=args.in_flight,
-        precision=str(opts["precision"]),
-    )
+    with torch_threads(args.threads):  # applied only: it does not change results, so not stored
+        result = run_search(
+            str(opts["space"]),
+            teacher=opts.get("teacher"),  # type: ignore[arg-type]
+            target=opts.get("target"),  # type: ignore[arg-type]
+            algorithm=opts.get("algorithm"),  # type: ignore[arg-type]
+            cycles=opts.get("cycles"),  # type: ignore[arg-type]
+            population=int(opts["population"]),  # type: ignore[arg-type]
+            sample_size=int(opts["sample_size"]),  # type: ignore[arg-type]
+            crossover_prob=float(opts["crossover_prob"]),  # type: ignore[arg-type]
+            seed=int(opts["seed"]),  # type: ignore[arg-type]
+            max_params=opts.get("max_params"),  # type: ignore[arg-type]
+            max_flops=opts.get("max_flops"),  # type: ignore[arg-type]
+            min_params=opts.get("min_params"),  # type: ignore[arg-type]
+            min_flops=opts.get("min_flops"),  # type: ignore[arg-type]
+            proxy=str(opts["proxy"]),
+            probe_seeds=opts["seeds"],  # type: ignore[arg-type]
+            batch_size=int(opts["batch_size"]),  # type: ignore[arg-type]
+            init=str(opts["init"]),
+            data=str(opts["data"]),
+            data_root=opts.get("data_root"),  # type: ignore[arg-type]
+            device=str(opts["device"]),
+            out_dir=out,
+            resume=bool(args.resume),
+            progress=not args.no_progress,
+            workers=args.workers
+            if args.workers is not None
+            else (0 if args.backend == "ray" else 1),
+            backend=args.backend,
+            address=args.address,
+            gpus_per_task=args.gpus_per_task,
+            in_flight=args.in_flight,
+            precision=str(opts["precision"]),
+        )
     if args.json:
         print_json(result.to_dict())
     else:

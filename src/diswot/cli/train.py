@@ -10,7 +10,7 @@ import argparse
 import re
 from typing import Any
 
-from diswot.cli._common import print_json
+from diswot.cli._common import add_threads_arg, print_json
 from diswot.distill.datasets import DATASETS, DataConfig
 from diswot.distill.trainer import AMP_MODES, TrainSettings, resolve_arch, run_training
 
@@ -70,9 +70,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         choices=("auto", "on", "off"),
         help="memory format (auto: on CUDA)",
     )
-    r.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
-    )
+    add_threads_arg(r)
     r.add_argument("--out", default=None, help="output folder (default runs/<kind>-<arch>-...)")
     r.add_argument(
         "--resume",

@@ -54,7 +54,7 @@ from diswot.distill.datasets import BatchLoader, DataConfig, ImageData, load_dat
 from diswot.distill.methods import Distiller, FeatureInfo, StepOutputs, build_distiller
 from diswot.errors import DiswotError
 from diswot.features import FeatureExtractor
-from diswot.runtime import resolve_device
+from diswot.runtime import resolve_device, torch_threads
 
 __all__ = [
     "KILL_AFTER_EPOCH_ENV",
@@ -353,17 +353,12 @@ def run_training(
     Starting fresh into a folder that already holds ``last.pt`` is refused, so a finished run is never
     overwritten by accident.
     """
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _run_training(
             arch_spec, data, out, settings, method=method, teacher=teacher,
             teacher_ckpt=teacher_ckpt, weights=weights, device=device, resume=resume,
             progress=progress,
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run_training(
@@ -819,13 +814,8 @@ def evaluate_checkpoint(
     ``dataset`` / ``data_root`` override the stored ones (e.g. the data moved); the class count must
     still match. Returns ``top1``/``top5``/``loss`` plus the stored ``best_top1`` / ``last_top1``.
     """
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _evaluate_checkpoint(ckpt, dataset, data_root, batch_size, device, amp)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _evaluate_checkpoint(
