@@ -58,6 +58,19 @@ def test_score_device_auto_is_cuda_if_available_else_cpu(capsys: pytest.CaptureF
         assert json.loads(capsys.readouterr().out)["score"] == auto["score"]
 
 
+def test_score_text_shows_the_std_over_seeds(capsys: pytest.CaptureFixture) -> None:
+    base = ["score", "--teacher", "resnet8", "--student", "313", "--batch-size", "8"]
+    assert main([*base, "--seeds", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["std"]["diswot"] > 0
+    assert main([*base, "--seeds", "2"]) == 0
+    text = capsys.readouterr().out
+    want = f"{res['score']:.6f} ± {res['std']['diswot']:.6f} (std over 2 seeds)"
+    assert want in text, text
+    assert main(base) == 0  # one seed: no std to show
+    assert "std over" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", ["score", "rank", "search"])
 def test_threads_cap_the_scoring_and_are_restored(
     command: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

@@ -76,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    sd = f" (std over {len(scorer.seeds)} seeds)" if len(scorer.seeds) > 1 else ""
+    n_seeds = len(scorer.seeds)
+    sd = f" ± {res.std['diswot']:.6f} (std over {n_seeds} seeds)" if n_seeds > 1 else ""
     print(
         f"student {args.student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
         + (f"  precision {args.precision}" if args.precision != "fp32" else "")
