@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -69,6 +70,25 @@ def test_score_text_shows_the_std_over_seeds(capsys: pytest.CaptureFixture) -> N
     assert want in text, text
     assert main(base) == 0  # one seed: no std to show
     assert "std over" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("student", "convention"),
+    [
+        ("313", "multiply-adds of conv/linear layers"),
+        (
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+            "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms",
+        ),
+    ],
+)
+def test_score_text_names_the_flop_convention_once(
+    student: str, convention: str, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["score", "--teacher", "resnet8", "--student", student, "--batch-size", "8"]
+    assert main([*argv, "--num-classes", "10"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "FLOPs" in x)
+    assert re.fullmatch(rf"  params [\d,]+  FLOPs \d+\.\d\d M, {re.escape(convention)}", line), line
 
 
 @pytest.mark.parametrize("command", ["score", "rank", "search"])

@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     res = scorer.score(args.student, proxies)
     convention = "nb201" if is_arch_string(args.student) else "macs"
     conv_text = (
-        "NB201/NASLib convention (conv/linear multiply-adds + BN/ReLU/pool terms)"
+        "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
         if convention == "nb201"
         else "multiply-adds of conv/linear layers"
     )
@@ -88,5 +88,5 @@ def _run(args: argparse.Namespace) -> int:
     for k, v in res.values.items():
         if k not in ("diswot", "ms", "mr"):
             print(f"  {k}: {v:.6g}")
-    print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M ({conv_text})")
+    print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M, {conv_text}")
     return 0
