@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -249,3 +250,57 @@ def test_resolve_arch_reads_search_results(tmp_path):
     bad.write_text('{"best": 1}')
     with pytest.raises(DiswotError, match="not a search result"):
         resolve_arch(str(bad))
+
+
+def test_truncated_checkpoint_is_one_clean_line(tmp_path, capsys):
+    from diswot.cli import main
+
+    path = tmp_path / "last.pt"
+    atomic_save(
+        {"format": "diswot-checkpoint/1", "model": torch.nn.Linear(64, 64).state_dict()}, path
+    )
+    data = path.read_bytes()
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(data[: len(data) // 2])  # a copy cut off mid-transfer
+    with pytest.raises(DiswotError) as info:
+        load_checkpoint(trunc)
+    msg = str(info.value)
+    assert msg.startswith(f"cannot read checkpoint {trunc}: not a readable PyTorch checkpoint")
+    assert msg.endswith("recreate it, or point at best.pt/last.pt of a finished run")
+    assert "\n" not in msg and "If you are seeing this error" not in msg
+    out = ["--out", str(tmp_path / "o"), "--dataset", "synthetic", "--quiet"]
+    for argv in (["evaluate", "--ckpt", str(trunc)],
+                 ["train", "--model", "resnet8", "--resume", str(trunc), *out],
+                 ["distill", "--teacher-ckpt", str(trunc), "--student", "111", *out]):  # fmt: skip
+        assert main([*argv, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.endswith("best.pt/last.pt of a finished run"), err
+        assert re.match(
+            rf"diswot: error: cannot read [a-z ]*checkpoint {trunc}: not a readable", err
+        )
+
+
+def test_unloadable_checkpoints_name_their_cause(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    gone = types.ModuleType("diswot_test_gone")
+
+    class Net:  # an object pickled by reference to a module the reader lacks
+        pass
+
+    Net.__module__, Net.__qualname__ = gone.__name__, "Net"
+    gone.Net = Net
+    monkeypatch.setitem(sys.modules, gone.__name__, gone)
+    path = tmp_path / "foreign.pt"
+    torch.save({"net": Net()}, path)
+    monkeypatch.delitem(sys.modules, gone.__name__)
+    with pytest.raises(DiswotError, match="module not installed here .No module named 'diswot_te"):
+        load_checkpoint(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(DiswotError, match=r"foreign.pt: permission denied; check its mode$"):
+        load_checkpoint(path)

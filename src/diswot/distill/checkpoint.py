@@ -56,9 +56,23 @@ def _load_any(path: str | Path, what: str) -> Any:
         # weights_only=False: our checkpoints hold plain dicts of settings and numpy-free RNG
         # states, but third-party teacher files may hold arbitrary (trusted) objects.
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ImportError as exc:  # a pickled object of a package this environment lacks
+        raise DiswotError(
+            f"cannot read {what} {path}: it pickles objects of a module not installed here "
+            f"({exc}); install it, or save the model's state_dict() instead"
+        ) from exc
+    except PermissionError as exc:
+        raise DiswotError(f"cannot read {what} {path}: permission denied; check its mode") from exc
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DiswotError(f"cannot read {what} {path} ({first[:160]})") from exc
+        # Only the first sentence of torch's message, and only if short: some run on for lines.
+        # An OSError here (e.g. [Errno 22] seeking past a cut-off end) would only mislead.
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0].strip()
+        short = first and len(first) <= 100 and not isinstance(exc, OSError)
+        detail = f": {first}" if short else ""
+        raise DiswotError(
+            f"cannot read {what} {path}: not a readable PyTorch checkpoint (truncated or "
+            f"corrupt{detail}); recreate it, or point at best.pt/last.pt of a finished run"
+        ) from exc
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
