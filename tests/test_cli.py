@@ -35,6 +35,7 @@ def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
         (["score", "--student", "111", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
         (["score", "--student", "111", "--device", "meta"], "device 'meta' is not supported"),
         (["rank", "--space", "s1", "--device", "tpu"], "unknown device 'tpu'; accepted: auto"),
+        (["rank", "--space", "s1", "--device", "meta", "--workers", "2"], "'meta' is not supp"),
         (["score", "--student", "111", "--threads", "0"], "--threads must be at least 1, got 0"),
     ],
 )

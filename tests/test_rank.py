@@ -202,3 +202,31 @@ def test_empty_archs_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     f.write_text("111\n999\n")
     assert main(["rank", "--archs", str(f), "--out", str(tmp_path / "o")]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--data", "cifar100", "--data-root", "/nonexistent/cifar"], "cifar100 not found"),
+        (
+            ["--data", "cifar100", "--data-root", "/nonexistent/cifar", "--workers", "2"],
+            "not found",
+        ),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--teacher", "resnet9000"], "unknown model 'resnet9000'"),
+    ],
+)
+def test_failed_start_leaves_no_folder_and_a_retry_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture, bad: list[str], message: str
+) -> None:
+    archs = tmp_path / "archs.txt"
+    archs.write_text("\n".join(S1_ARCHS) + "\n")
+    out = tmp_path / "run"
+    base = ["rank", "--space", "s1", "--archs", str(archs), "--out", str(out), "--no-progress"]
+    assert main([*base, "--teacher", "resnet14", "--batch-size", "8", *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diswot: error: ") and message in err and "\n" not in err
+    assert not out.exists()
+    # The same folder with other settings (another teacher): nothing of the failed start refuses it.
+    assert main([*base, "--teacher", "resnet8", "--batch-size", "8", "--json"]) == 0
+    assert json.loads((out / "settings.json").read_text())["settings"]["teacher"] == "resnet8"

@@ -510,3 +510,26 @@ def test_torch_state_is_left_alone():
     before = torch.get_rng_state()
     run_search(ToySpace(), objective=Counting("1-1-1-1-1"), cycles=5, algorithm="random")
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_cli_announces_the_folder_only_once_the_run_is_checked(capsys, tmp_path):
+    out = tmp_path / "run"
+    cases = [
+        (["--space", "s1", "--workers", "0"], "--workers must be an integer >= 1"),
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--space", "s1", "--device", "tpu"], "unknown device 'tpu'"),
+        (["--space", "s1", "--threads", "-1"], "--threads must be at least 1"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--space", "s1", "--device", "cuda"], "CUDA is not available"))
+    for argv, pattern in cases:
+        assert main(["search", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("diswot: error: ") and pattern in err and "\n" not in err, err
+        assert not out.exists()
+    argv = ["search", "--space", "s1", "--teacher", "resnet8", "--batch-size", "4", "--cycles",
+            "2", "--out", str(out), "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().err.strip() == f"diswot search: writing {out}/"
+    assert main(["search", "--resume", str(out), "--no-progress", "--json"]) == 0
+    assert capsys.readouterr().err.strip() == f"diswot search: resuming {out}/"

@@ -219,6 +219,29 @@ def synthetic_batch(
     return _move(images, device), _move(labels, device)
 
 
+def check_probe_source(source: str, num_classes: int, data_root: str | Path | None = None) -> str:
+    """The checks of :func:`probe_batch` that read no images: a known source, a positive class count
+    that matches it and, for CIFAR, a ``data_root`` holding the dataset. Returns the source's key."""
+    key = str(source).lower().replace("-", "").replace("_", "")
+    if key not in SOURCES:
+        raise DiswotError(f"unknown probe source '{source}'; accepted: {', '.join(SOURCES)}")
+    _check_positive(num_classes=num_classes)
+    if key == "synthetic":
+        return key
+    classes = _LAYOUT[key]["classes"]
+    if num_classes != classes:
+        raise DiswotError(
+            f"probe source {key} has {classes} classes but num_classes={num_classes}; "
+            f"use num_classes={classes} or source=synthetic"
+        )
+    if data_root is None:
+        raise DiswotError(
+            f"probe source {key} needs data_root (the folder holding {_LAYOUT[key]['folder']}/)"
+        )
+    _resolve_folder(data_root, key)
+    return key
+
+
 def probe_batch(
     source: str = "synthetic",
     batch_size: int = 64,
@@ -236,10 +259,8 @@ def probe_batch(
     when shrinking, e.g. 16 for ImageNet16-sized networks). ``num_classes`` must match the dataset,
     because a student built for another class count would silently score the wrong task.
     """
-    key = str(source).lower().replace("-", "").replace("_", "")
-    if key not in SOURCES:
-        raise DiswotError(f"unknown probe source '{source}'; accepted: {', '.join(SOURCES)}")
-    _check_positive(batch_size=batch_size, num_classes=num_classes, image_size=image_size)
+    key = check_probe_source(source, num_classes, data_root)
+    _check_positive(batch_size=batch_size, image_size=image_size)
     if batch_size < 2:
         raise DiswotError(
             f"batch_size must be at least 2, got {batch_size}: relation similarity needs at least "
@@ -248,16 +269,6 @@ def probe_batch(
     if key == "synthetic":
         return synthetic_batch(batch_size, num_classes, image_size, seed, device)
 
-    classes = _LAYOUT[key]["classes"]
-    if num_classes != classes:
-        raise DiswotError(
-            f"probe source {key} has {classes} classes but num_classes={num_classes}; "
-            f"use num_classes={classes} or source=synthetic"
-        )
-    if data_root is None:
-        raise DiswotError(
-            f"probe source {key} needs data_root (the folder holding {_LAYOUT[key]['folder']}/)"
-        )
     images, labels = load_cifar(data_root, key, "train")
     if batch_size > len(images):
         raise DiswotError(

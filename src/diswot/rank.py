@@ -39,9 +39,11 @@ import torch
 from tqdm import tqdm
 
 from diswot import __version__, bench, rankstats
+from diswot.data import check_probe_source
 from diswot.errors import DiswotError
 from diswot.probe import NUMERICAL_FAILURES, Scorer, check_precision, proxy_value
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
+from diswot.runtime import parse_device, resolve_device
 from diswot.spaces import SearchSpace, get_space
 
 #: Proxies always reported beside the requested ones: the trivial baselines.
@@ -484,15 +486,39 @@ def _plan(
     return _Plan(sp, settings, arch_list, targets, truth, names, ensembles, seed_list, shard_t)
 
 
-def _make_scorer(plan: _Plan, data_root: str | None) -> Scorer:
+def _build_teacher(plan: _Plan) -> torch.nn.Module | None:
+    """The teacher, built with the target's class count (the Scorer's builder builds the space's
+    students); the Scorer re-initialises it under each probe seed."""
     from diswot.models import create_model
 
+    teacher = plan.settings["teacher"]
+    return (
+        None if teacher is None else create_model(teacher, num_classes=plan.settings["num_classes"])
+    )
+
+
+def _check_start(plan: _Plan, data_root: str | None, backend: str) -> torch.nn.Module | None:
+    """What can fail before any scoring, checked before the run folder is written: the probe data,
+    the device (``auto`` resolved, so workers share out the GPUs) and the teacher, which is returned.
+
+    On Ray, data and device are the workers' (a head may lack the GPUs and data its workers hold):
+    the device's name is checked here, its availability by the workers.
+    """
     s = plan.settings
-    teacher = s["teacher"]
-    if isinstance(teacher, str):
-        # Built here, with the target's class count (the Scorer's builder builds the space's
-        # students); the Scorer re-initialises it under each probe seed.
-        teacher = create_model(teacher, num_classes=s["num_classes"])
+    if backend == "local":
+        check_probe_source(s["data"], s["num_classes"], data_root)
+        s["device"] = str(resolve_device(s["device"]))
+    else:
+        s["device"] = parse_device(s["device"])
+    return _build_teacher(plan)
+
+
+def _make_scorer(
+    plan: _Plan, data_root: str | None, teacher: torch.nn.Module | None = None
+) -> Scorer:
+    s = plan.settings
+    if teacher is None:
+        teacher = _build_teacher(plan)
     return Scorer.for_space(
         plan.space,
         teacher,
@@ -576,14 +602,15 @@ def run_rank(
         raise DiswotError(f"unknown backend '{backend}'; use local or ray")
     if workers < (0 if backend == "ray" else 1):
         raise DiswotError(f"--workers must be at least 1, got {workers}")
+    # Everything that can fail at the start fails before the run folder is written, so a failed
+    # start leaves no settings behind that would refuse a corrected retry into the same folder.
+    teacher_module = _check_start(plan, data_root, backend)
     # Workers build their own Scorer; the parent needs none (a Ray head may have no GPU).
-    scorer = None if parallel else _make_scorer(plan, data_root)
+    scorer = None if parallel else _make_scorer(plan, data_root, teacher_module)
     out = Path(out_dir) if out_dir else None
     cache = out / "scores.jsonl" if out else None
     if out:
-        out.mkdir(parents=True, exist_ok=True)
         _check_settings(out / "settings.json", plan.settings)
-        (out / "archs.txt").write_text("\n".join(plan.archs) + "\n")
     times: dict = {}
     scores = load_scores(cache, times) if cache else {}
 
@@ -594,10 +621,12 @@ def run_rank(
     ]
     todo = [t for t in todo if t[2]]
     warm = bool(todo) and any(get_proxy(p).needs_teacher for t in todo for p in t[2])
+    if scorer is not None and warm:
+        for s in plan.seeds:  # fail now (probe data, teacher features), not after an hour
+            scorer.teacher(s)
+    if out:
+        _write_run_folder(out, plan)
     if scorer is not None:
-        if warm:
-            for s in plan.seeds:  # fail now (a teacher that cannot be built), not after an hour
-                scorer.teacher(s)
         stream = ((a, s, *evaluate_timed(scorer, a, need, s)) for a, s, need in todo)
     else:
         from diswot.parallel import ScorerRecipe, score_stream
@@ -687,8 +716,13 @@ def _check_settings(path: Path, settings: dict) -> None:
             raise DiswotError(
                 f"{path.parent} holds a run with different {', '.join(diff)}; use another --out folder"
             )
+
+
+def _write_run_folder(out: Path, plan: _Plan) -> None:
+    """Create ``out`` with the run's ``settings.json`` and ``archs.txt`` (after :func:`_check_settings`)."""
+    out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "settings": settings,
+        "settings": plan.settings,
         "versions": {
             "diswot": __version__,
             "torch": torch.__version__,
@@ -696,7 +730,8 @@ def _check_settings(path: Path, settings: dict) -> None:
             "python": platform.python_version(),
         },
     }
-    path.write_text(json.dumps(meta, indent=2))
+    (out / "settings.json").write_text(json.dumps(meta, indent=2))
+    (out / "archs.txt").write_text("\n".join(plan.archs) + "\n")
 
 
 # ------------------------------------------------------------------------------------ merge
@@ -768,9 +803,8 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
             f"folders (e.g. {missing[0]!r}); run the missing shard(s) first"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     _check_settings(out / "settings.json", plan.settings)
-    (out / "archs.txt").write_text("\n".join(plan.archs) + "\n")
+    _write_run_folder(out, plan)
     with (out / "scores.jsonl").open("w") as fh:
         for a in plan.archs:
             for s in plan.seeds:

@@ -872,6 +872,7 @@ def run_search(
     gpus_per_task: float = 0.0,
     in_flight: int | None = None,
     precision: str = "fp32",
+    on_start: Callable[[Path], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
 
@@ -905,6 +906,8 @@ def run_search(
             backend; ``in_flight=1`` is the serial search.
         precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the students' forward pass (see
             :class:`~diswot.probe.Scorer`); a resumed run keeps its own.
+        on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
+            workers started, just before the run folder is written (the CLI announces it there).
     """
     t0 = time.perf_counter()
     sp = get_space(space)
@@ -1033,6 +1036,8 @@ def run_search(
         settings["workers"] = getattr(eng.pool, "workers", workers)
         settings["backend"] = backend
         if out is not None:
+            if on_start is not None:
+                on_start(out)
             _write_settings(out, settings)
         eng.start(progress, sp.name)
         if algorithm == "evolution":

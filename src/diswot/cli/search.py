@@ -207,10 +207,12 @@ def run(args: argparse.Namespace) -> int:
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULT.items()),
             file=sys.stderr,
         )
-    print(
-        f"diswot search: {'resuming' if args.resume else 'writing'} {out}/",
-        file=sys.stderr,
-    )
+
+    def announce(folder: Path) -> None:  # called once the run is checked, before it writes
+        print(
+            f"diswot search: {'resuming' if args.resume else 'writing'} {folder}/", file=sys.stderr
+        )
+
     with torch_threads(args.threads):  # applied only: it does not change results, so not stored
         result = run_search(
             str(opts["space"]),
@@ -244,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
             gpus_per_task=args.gpus_per_task,
             in_flight=args.in_flight,
             precision=str(opts["precision"]),
+            on_start=announce,
         )
     if args.json:
         print_json(result.to_dict())
