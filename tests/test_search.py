@@ -533,3 +533,14 @@ def test_cli_announces_the_folder_only_once_the_run_is_checked(capsys, tmp_path)
     assert capsys.readouterr().err.strip() == f"diswot search: writing {out}/"
     assert main(["search", "--resume", str(out), "--no-progress", "--json"]) == 0
     assert capsys.readouterr().err.strip() == f"diswot search: resuming {out}/"
+
+
+def test_summary_names_the_target_or_the_data_a_space_without_targets_uses():
+    def objective(arch: str) -> float:
+        return float(len(arch))
+
+    kw = dict(objective=objective, cycles=2, population=2, sample_size=1)
+    imagenet = run_search("resnet-imagenet", **kw).summary()
+    assert "on resnet-imagenet (1000 classes, 224 px), teacher resnet34" in imagenet
+    assert "None" not in imagenet
+    assert "on nb201 (target cifar100), teacher" in run_search("nb201", **kw).summary()

@@ -761,13 +761,18 @@ class SearchResult:
         """A few human lines: winner, budget and convention, ground truth, where files are."""
         w = self.winner
         s = self.settings
+        what = (
+            f"target {s['target']}"
+            if s.get("target") is not None
+            else f"{s['num_classes']} classes, {s['image_size']} px"
+        )
         lines = [
             f"winner  {w['arch']}",
             f"score   {w['score']:.6g} ({s['objective']}, larger is better)",
             f"size    {w['params']:,} params ({format_count(w['params'])}), "
             f"{w['flops']:,} FLOPs ({format_count(w['flops'])})",
             f"budget  {self.budget}; FLOPs = {self.cost_convention}",
-            f"search  {s['algorithm']} on {s['space']} (target {s['target']}), teacher "
+            f"search  {s['algorithm']} on {s['space']} ({what}), teacher "
             f"{s['teacher']}, seed {s['seed']}: {self.n_scored} scored in {self.steps} steps, "
             f"{self.rejected} rejected by budget, stop: {self.stop_reason}, {self.seconds:.1f} s",
         ]
