@@ -230,3 +230,13 @@ def test_failed_start_leaves_no_folder_and_a_retry_works(
     # The same folder with other settings (another teacher): nothing of the failed start refuses it.
     assert main([*base, "--teacher", "resnet8", "--batch-size", "8", "--json"]) == 0
     assert json.loads((out / "settings.json").read_text())["settings"]["teacher"] == "resnet8"
+
+
+def test_help_documents_teacher_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: no wrapping inside the phrase
+    with pytest.raises(SystemExit):
+        main(["rank", "--help"])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "  --teacher TEACHER" in x)
+    assert "'none' ranks teacher-free proxies only" in line

@@ -7,13 +7,19 @@ import json
 import sys
 
 
-def add_probe_args(p: argparse.ArgumentParser, *, teacher_default: str | None) -> None:
-    """Options describing the probe: teacher, batch, seeds, init, data source, device, threads."""
+def add_probe_args(
+    p: argparse.ArgumentParser, *, teacher_default: str | None, teacher_help: str = ""
+) -> None:
+    """Options describing the probe: teacher, batch, seeds, init, data source, device, threads.
+
+    ``teacher_help`` is appended to the ``--teacher`` help (what a command's default and special
+    values are)."""
     p.add_argument(
         "--teacher",
         default=teacher_default,
         help="teacher model name (resnet8..resnet110, S1 code, NB201 string)"
-        + (f"; default {teacher_default}" if teacher_default else ""),
+        + (f"; default {teacher_default}" if teacher_default else "")
+        + teacher_help,
     )
     p.add_argument("--batch-size", type=int, default=64, help="probe batch size (default 64)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds to average (default 1)")

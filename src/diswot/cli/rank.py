@@ -70,7 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "GPUs / --gpus-per-task); same scores and cache as the serial default",
     )
     add_backend_args(p)
-    add_probe_args(p, teacher_default=None)
+    add_probe_args(
+        p,
+        teacher_default=None,
+        teacher_help="; default the space's; 'none' ranks teacher-free proxies only",
+    )
     p.set_defaults(seeds=1)
     return p
 
