@@ -66,9 +66,10 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 def check_precision(precision: str, init: str) -> None:
     """Refuse a precision that cannot score: unknown, or fp16 under the paper's N(0,1) init.
 
-    With every weight ~ N(0, 1), activations grow by about sqrt(fan-in) per layer and pass fp16's
-    largest value (65504) within a few layers, so fp16 turns most DisWOT scores into NaN (measured:
-    ``benchmarks/precision.py``). bf16 keeps fp32's exponent range and does not overflow.
+    With every weight ~ N(0, 1), activations grow by about sqrt(fan-in) per layer and some NB201
+    cells pass fp16's largest value (65504): the overflow does not surface as NaN, the scores just
+    go wrong (100 NB201 cells: Kendall 0.82 with fp32, a score off by 19x;
+    ``benchmarks/precision.py``). bf16 keeps fp32's exponent range (Kendall 0.977 there).
     """
     if precision not in PRECISIONS:
         raise DiswotError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
