@@ -1,6 +1,6 @@
 """Rank agreement of bf16/fp16 scoring with fp32, and what each costs, on NB201.
 
-``--precision bf16`` / ``fp16`` runs the students' forward pass under autocast. Lower precision is
+``--precision bf16`` runs the students' forward pass under autocast (fp16 is refused). It is
 only worth offering with its effect on the ranking measured, so this scores the same seeded NB201
 sample (teacher ResNet-56 at CIFAR-100's 100 classes, batch 64, seed 0) once per configuration and
 reports, for DisWOT, M_s and M_r:
@@ -14,8 +14,8 @@ reports, for DisWOT, M_s and M_r:
 * median milliseconds per candidate (forward + metric, the network recycled as ``rank`` does).
 
 Configurations: fp32, bf16 and fp16 under the paper's N(0,1) ``gaussian`` init, and the same three
-under PyTorch's ``default`` init. ``diswot`` refuses fp16 with the gaussian init; this script sets
-the precision past that check to measure why (how many scores overflow to NaN).
+under PyTorch's ``default`` init. ``diswot`` refuses fp16; this script sets the precision past that
+check to measure why (in how many cells activations overflow, and what that does to the scores).
 
     python benchmarks/precision.py --sample 200                      # CPU
     PYTHONPATH=src python3 benchmarks/precision.py --device cuda     # a GPU machine
@@ -98,7 +98,7 @@ def _scorer(init: str, precision: str, device: str, batch_size: int) -> Scorer:
         init=init,
         device=device,
     )
-    # Past the constructor's check: fp16 under the gaussian init is refused, and measured here.
+    # Past the constructor's check: fp16 is refused by diswot, and measured here.
     scorer.precision = precision
     scorer.teacher(0)  # before any watch: only the students' passes are checked
     return scorer

@@ -1,4 +1,4 @@
-"""``--precision``: bf16/fp16 student forwards under autocast, refused where they cannot score, and
+"""``--precision``: bf16 student forwards under autocast, fp16 refused (it overflows), and
 part of the fixed settings of rank and search run folders (a resume never mixes precisions)."""
 
 from __future__ import annotations
@@ -49,17 +49,12 @@ def test_bf16_scores_stay_close_to_fp32() -> None:
             assert abs(b[p] - a[p]) <= 0.1 * abs(a[p]), (arch, p, a[p], b[p])
 
 
-def test_fp16_scores_under_the_default_init() -> None:
-    ref = _scorer("fp32", "default").evaluate("111", ["diswot"], 0)["diswot"]
-    low = _scorer("fp16", "default").evaluate("111", ["diswot"], 0)["diswot"]
-    assert math.isfinite(low) and abs(low - ref) <= 0.1 * abs(ref)
-
-
 def test_unusable_precisions_are_refused_up_front() -> None:
-    with pytest.raises(DiswotError, match="unknown precision 'fp8'; use fp32, bf16, fp16"):
-        check_precision("fp8", "gaussian")
-    with pytest.raises(DiswotError, match="fp16 overflows .* use --precision bf16"):
-        Scorer("resnet8", precision="fp16")
+    with pytest.raises(DiswotError, match="unknown precision 'fp8'; use fp32 or bf16"):
+        check_precision("fp8")
+    for init in ("gaussian", "default"):  # it overflows under either (benchmarks/precision.py)
+        with pytest.raises(DiswotError, match="fp16 overflows .* use --precision bf16"):
+            Scorer("resnet8", precision="fp16", init=init)
     # rank and search refuse before any work, also when only workers would build a Scorer.
     with pytest.raises(DiswotError, match="fp16 overflows"):
         run_rank("s1", archs=S1, precision="fp16", workers=2, **FAST)

@@ -414,7 +414,7 @@ def _plan(
         raise DiswotError("--seeds must be at least 1")
     if len(set(seed_list)) != len(seed_list):
         raise DiswotError("seeds must be distinct")
-    check_precision(precision, init)  # before any work, also when only workers build a Scorer
+    check_precision(precision)  # before any work, also when only workers build a Scorer
     if teacher is None:
         teacher = sp.default_teacher or None
     elif teacher.lower() == "none":
@@ -577,7 +577,7 @@ def run_rank(
         workers, backend, address, gpus_per_task, chunk_size: ``workers > 1`` scores on that many
             local processes, ``backend="ray"`` on Ray actors (:mod:`diswot.parallel`); the scores
             and the cache are the serial path's. The default (1, ``local``) stays in-process.
-        precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the students' forward pass (see
+        precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
             :class:`~diswot.probe.Scorer`); part of the run folder's fixed settings.
     """
     t0 = time.perf_counter()

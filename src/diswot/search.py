@@ -909,7 +909,7 @@ def run_search(
         in_flight: candidates scored at once (default ``workers``). Results are taken in proposal
             order, so a run is a deterministic function of ``(seed, in_flight)`` whatever the
             backend; ``in_flight=1`` is the serial search.
-        precision: ``fp32`` (default), ``bf16`` or ``fp16`` for the students' forward pass (see
+        precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
             :class:`~diswot.probe.Scorer`); a resumed run keeps its own.
         on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
             workers started, just before the run folder is written (the CLI announces it there).
@@ -954,7 +954,7 @@ def run_search(
         raise DiswotError("--seeds must be at least 1")
     from diswot.probe import check_precision
 
-    check_precision(precision, init)
+    check_precision(precision)
     # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
     device = str(resolve_device(device)) if backend == "local" else parse_device(device)
     teacher = sp.default_teacher if teacher is None else teacher
