@@ -1,23 +1,24 @@
-"""Rank agreement of bf16/fp16 scoring with fp32, and what each costs, on NB201.
+"""Rank agreement of bf16/fp16 (and channels-last) scoring with fp32, and what each costs, on NB201.
 
 ``--precision bf16`` runs the students' forward pass under autocast (fp16 is refused). It is
 only worth offering with its effect on the ranking measured, so this scores the same seeded NB201
 sample (teacher ResNet-56 at CIFAR-100's 100 classes, batch 64, seed 0) once per configuration and
 reports, for DisWOT, M_s and M_r:
 
-* agreement with fp32 under the same init: Kendall tau between the two score lists, the median and
-  largest relative difference, the non-finite count, and for fp16 in how many cells some
+* agreement with fp32 under the same init (``kendall_vs_ref``): Kendall tau between the two
+  score lists, the median and largest relative difference, the non-finite count, and for fp16 in how many cells some
   activation of the student overflowed to inf/NaN (an untimed second pass);
 * Kendall tau of each against CIFAR-100 test accuracy, oriented so that larger is better (M_s and
   M_r are distances, so their raw values are negated), as ``diswot rank`` reports it: is the
   ranking still as good?
 * median milliseconds per candidate (forward + metric, the network recycled as ``rank`` does).
 
-Configurations: fp32, bf16 and fp16 under the paper's N(0,1) ``gaussian`` init, and the same three
-under PyTorch's ``default`` init. ``diswot`` refuses fp16; this script sets the precision past that
+First, fp32 with contiguous tensors against the channels-last memory format (``Scorer``'s default
+on a CPU): agreement and speed. Then, in the default format, fp32, bf16 and fp16 under the
+paper's N(0,1) ``gaussian`` init, and the same three under PyTorch's ``default`` init. ``diswot`` refuses fp16; this script sets the precision past that
 check to measure why (in how many cells activations overflow, and what that does to the scores).
 
-    python benchmarks/precision.py --sample 200                      # CPU
+    python benchmarks/precision.py --sample 100 --threads 1          # CPU
     PYTHONPATH=src python3 benchmarks/precision.py --device cuda     # a GPU machine
 
 The last line is one JSON object (also written to ``--out`` when given).
@@ -48,10 +49,15 @@ PROXIES = ("diswot", "ms", "mr")
 
 
 def score_all(
-    cells: list[str], init: str, precision: str, device: str, batch_size: int
+    cells: list[str],
+    init: str,
+    precision: str,
+    device: str,
+    batch_size: int,
+    channels_last: bool | None = None,
 ) -> tuple[dict[str, list[float]], float]:
     """Every proxy of PROXIES on every cell (seed 0) and the median seconds per candidate."""
-    scorer = _scorer(init, precision, device, batch_size)
+    scorer = _scorer(init, precision, device, batch_size, channels_last)
     values: dict[str, list[float]] = {p: [] for p in PROXIES}
     seconds = []
     for arch in cells:
@@ -88,7 +94,9 @@ def count_overflows(
     return n
 
 
-def _scorer(init: str, precision: str, device: str, batch_size: int) -> Scorer:
+def _scorer(
+    init: str, precision: str, device: str, batch_size: int, channels_last: bool | None = None
+) -> Scorer:
     space = get_space("nb201")
     scorer = Scorer.for_space(
         space,
@@ -97,6 +105,7 @@ def _scorer(init: str, precision: str, device: str, batch_size: int) -> Scorer:
         batch_size=batch_size,
         init=init,
         device=device,
+        channels_last=channels_last,
     )
     # Past the constructor's check: fp16 is refused by diswot, and measured here.
     scorer.precision = precision
@@ -122,7 +131,7 @@ def compare(ref: dict[str, list[float]], low: dict[str, list[float]], acc: list[
     for p in PROXIES:
         rel = _rel_diffs(low[p], ref[p])
         out[p] = {
-            "kendall_vs_fp32": round(rankstats.kendall(low[p], ref[p]), 4),
+            "kendall_vs_ref": round(rankstats.kendall(low[p], ref[p]), 4),
             "median_rel_diff": float(f"{statistics.median(rel):.3g}") if rel else math.nan,
             "max_rel_diff": float(f"{max(rel):.3g}") if rel else math.nan,
             "nonfinite": sum(not math.isfinite(x) for x in low[p]),
@@ -152,6 +161,16 @@ def main() -> None:
         "teacher": TEACHER,
         "batch_size": args.batch_size,
     }
+    # The memory format first: fp32 with contiguous tensors against channels-last (the Scorer's
+    # default on a CPU) -- the same arithmetic, grouped differently by oneDNN.
+    ref, ref_s = score_all(cells, "gaussian", "fp32", args.device, args.batch_size, False)
+    cl, cl_s = score_all(cells, "gaussian", "fp32", args.device, args.batch_size, True)
+    report["layout"] = {
+        "contiguous_ms_per_candidate": round(1000 * ref_s, 2),
+        "channels_last_ms_per_candidate": round(1000 * cl_s, 2),
+        **compare(ref, cl, acc),
+    }
+    print(f"layout: {json.dumps(report['layout'])}", flush=True)
     for init in ("gaussian", "default"):
         ref, ref_s = score_all(cells, init, "fp32", args.device, args.batch_size)
         section = {

@@ -142,3 +142,33 @@ def test_auto_and_cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(DiswotError, match=r"'cuda:2' does not exist: 2 CUDA device\(s\) visible"):
         Scorer("resnet8", num_classes=10, batch_size=4, device="cuda:2")
+
+
+def test_cpu_scoring_runs_channels_last_with_the_same_scores() -> None:
+    cell = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"
+    fast = Scorer("resnet8", batch_size=8)  # CPU: channels-last by default
+    plain = Scorer("resnet8", batch_size=8, channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    x, _ = fast.batch(0)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    probe = fast.probe(cell, 0)
+    convs = [m for m in probe.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert probe.teacher.feature_map.is_contiguous(memory_format=torch.channels_last)
+    for arch in ("111", cell):
+        a = fast.evaluate(arch, ["diswot", "mr"], 0)
+        b = plain.evaluate(arch, ["diswot", "mr"], 0)
+        for p in ("diswot", "mr"):  # the same arithmetic, grouped differently by oneDNN
+            assert a[p] == pytest.approx(b[p], rel=1e-3), (arch, p)
+    # A retargeted network's new ops take the layout too, as a fresh build's have.
+    from diswot.spaces import get_space
+
+    fast = Scorer.for_space(get_space("nb201"), "resnet8", batch_size=8)
+    first = fast.evaluation_probe(cell, ["diswot"], 0)
+    first.diswot  # noqa: B018
+    fast.release(first, ["diswot"])
+    other = "|avg_pool_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    second = fast.evaluation_probe(other, ["diswot"], 0)
+    assert second.model is first.model  # recycled
+    convs = [m for m in second.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)

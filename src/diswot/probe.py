@@ -174,7 +174,9 @@ class StudentProbe:
     def adopt(self, model: nn.Module) -> None:
         """Use ``model`` (a recycled network of the same architecture) as this probe's student,
         re-initialised under this probe's seed: the weights a fresh build would have."""
-        self.__dict__["model"] = init_weights(model, self.scorer.init, self.init_seed)
+        model = init_weights(model, self.scorer.init, self.init_seed)
+        # A retargeted network holds newly built ops: give them the layout a fresh build has.
+        self.__dict__["model"] = self.scorer.layout(model)
 
     @cached_property
     def model(self) -> nn.Module:
@@ -243,9 +245,14 @@ class Scorer:
             teacher at 32 px scoring 224 px ViT students): the same probe batch, bilinearly resized.
         rebuilder: ``f(model, arch, num_classes) -> model | None`` turning a finished student's
             network into ``arch``'s in place (a space's ``rebuild``), to skip construction.
-        precision: ``fp32`` (default) or ``bf16``: the dtype of the student's shared
-            forward pass under autocast (the pass the DisWOT and distillation proxies read). The teacher, computed once per seed, the metrics and the proxies that run their
-            own passes stay fp32. fp16 is refused (it overflows; :func:`check_precision`).
+        precision: ``fp32`` (default) or ``bf16``: the dtype of the student's shared forward pass
+            under autocast (the pass the DisWOT and distillation proxies read). The teacher,
+            computed once per seed, the metrics and the proxies that run their own passes stay
+            fp32. fp16 is refused (it overflows; :func:`check_precision`).
+        channels_last: hold networks and probe batches in the channels-last memory format
+            (``None``: on the CPU only, where oneDNN's convolutions run about 2x faster in it).
+            The same values either way up to float rounding; every backend of one run uses the
+            same format, so they still agree bit for bit.
     """
 
     def __init__(
@@ -270,6 +277,7 @@ class Scorer:
         teacher_image_size: int | None = None,
         rebuilder: Callable[[nn.Module, str, int], nn.Module | None] | None = None,
         precision: str = "fp32",
+        channels_last: bool | None = None,
     ) -> None:
         if num_classes < 2:
             raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
@@ -284,6 +292,9 @@ class Scorer:
         check_precision(precision)
         self.precision = precision
         self.device = resolve_device(device)
+        #: Channels-last convolutions on the CPU: oneDNN's fast path (an NB201 forward at batch 64
+        #: takes 2.2x less time); off on CUDA, where it was not measured.
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.teacher_spec = teacher
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -341,7 +352,7 @@ class Scorer:
 
     def batch(self, seed: int) -> tuple[Tensor, Tensor]:
         if seed not in self._batches:
-            self._batches[seed] = probe_batch(
+            x, y = probe_batch(
                 self.data,
                 batch_size=self.batch_size,
                 num_classes=self.num_classes,
@@ -350,6 +361,7 @@ class Scorer:
                 image_size=self.image_size,
                 device=self.device,
             )
+            self._batches[seed] = (self.layout(x), y)
         return self._batches[seed]
 
     def build(self, spec: StudentLike, seed: int, *, teacher: bool = False) -> nn.Module:
@@ -370,7 +382,16 @@ class Scorer:
             else:
                 raise DiswotError(f"cannot build a model from {type(spec).__name__}")
             init_weights(model, self.init, seed)
-        return model.to(self.device)
+        return self.layout(model.to(self.device))
+
+    def layout(self, x: nn.Module | Tensor) -> nn.Module | Tensor:
+        """A module or 4-D batch in the scoring memory format: channels-last when
+        :attr:`channels_last` is on (2.2x faster NB201 forwards on a CPU), otherwise unchanged."""
+        if not self.channels_last:
+            return x
+        if isinstance(x, Tensor):
+            return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        return x.to(memory_format=torch.channels_last)
 
     def teacher(self, seed: int) -> TeacherCache:
         """Teacher features and gradient for ``seed``, computed once and reused for every student."""
