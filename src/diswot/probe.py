@@ -14,6 +14,7 @@ architecture is a *different* random network, as in the paper.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -391,7 +392,14 @@ class Scorer:
             return x
         if isinstance(x, Tensor):
             return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-        return x.to(memory_format=torch.channels_last)
+        # Module.to walks and re-wraps every tensor even when none changes (1.7 ms per recycled
+        # NB201 network): convert only when some 4-D tensor is not channels-last yet.
+        tensors = itertools.chain(x.parameters(), x.buffers())
+        if any(
+            t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last) for t in tensors
+        ):
+            x.to(memory_format=torch.channels_last)
+        return x
 
     def teacher(self, seed: int) -> TeacherCache:
         """Teacher features and gradient for ``seed``, computed once and reused for every student."""
