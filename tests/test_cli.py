@@ -25,6 +25,20 @@ def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert out["params"] > 0 and out["flops"] > 0
 
 
+def test_score_takes_a_search_result_json(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"winner": {"arch": "313", "score": -0.1}}))
+    argv = ["score", "--teacher", "resnet8", "--batch-size", "8", "--json", "--student"]
+    assert main([*argv, str(result)]) == 0
+    via_file = json.loads(capsys.readouterr().out)
+    assert main([*argv, "313"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert via_file["student"] == "313" and via_file["score"] == direct["score"]
+    (tmp_path / "bad.json").write_text("{}")
+    assert main([*argv, str(tmp_path / "bad.json")]) == 2
+    assert "is not a search result.json" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [

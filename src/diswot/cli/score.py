@@ -17,7 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score one student for a teacher without training",
         description="Score one student (S1 code like 713, ResNet name, or NB201 arch string).",
     )
-    p.add_argument("--student", required=True, help="S1 code (713), resnet20, or NB201 arch string")
+    p.add_argument(
+        "--student",
+        required=True,
+        help="S1 code (713), resnet20, NB201 arch string, or a search's result.json (its winner)",
+    )
     p.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
     p.add_argument("--image-size", type=int, default=32, help="probe resolution (default 32)")
     p.add_argument(
@@ -49,8 +53,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     names = resolve_proxies(args.proxy)
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
-    res = scorer.score(args.student, proxies)
-    convention = "nb201" if is_arch_string(args.student) else "macs"
+    from diswot.distill.trainer import resolve_arch  # the same --student forms as distill
+
+    student = resolve_arch(args.student)
+    res = scorer.score(student, proxies)
+    convention = "nb201" if is_arch_string(student) else "macs"
     conv_text = (
         "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
         if convention == "nb201"
@@ -60,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "student": args.student,
+                "student": student,
                 "teacher": args.teacher,
                 "score": res.values["diswot"],
                 "components": comps,
@@ -79,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     n_seeds = len(scorer.seeds)
     sd = f" ± {res.std['diswot']:.6f} (std over {n_seeds} seeds)" if n_seeds > 1 else ""
     print(
-        f"student {args.student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
+        f"student {student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
         + (f"  precision {args.precision}" if args.precision != "fp32" else "")
     )
     print(f"  M_s (semantic, {res.info.get('semantic_form', '?')} form): {comps['ms']:.6f}")
