@@ -240,3 +240,14 @@ def test_help_documents_teacher_none(
         main(["rank", "--help"])
     line = next(x for x in capsys.readouterr().out.splitlines() if "  --teacher TEACHER" in x)
     assert "'none' ranks teacher-free proxies only" in line
+
+
+def test_settings_record_the_data_root(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_rank(
+        "s1", proxies="l2_norm", archs=S1_ARCHS[:2], out_dir=out, data_root=str(tmp_path), **FAST
+    )
+    meta = json.loads((out / "settings.json").read_text())
+    assert meta["settings"]["data_root"] == str(tmp_path)
+    # Not a fixed setting: the same run pointed at a moved dataset goes on.
+    run_rank("s1", proxies="l2_norm", archs=S1_ARCHS[:2], out_dir=out, **FAST)

@@ -27,6 +27,7 @@ from diswot.search import (
     format_count,
     load_candidates,
     parse_count,
+    read_settings,
     run_search,
 )
 from diswot.spaces import DatasetSpec, SearchSpace, get_space
@@ -544,3 +545,16 @@ def test_summary_names_the_target_or_the_data_a_space_without_targets_uses():
     assert "on resnet-imagenet (1000 classes, 224 px), teacher resnet34" in imagenet
     assert "None" not in imagenet
     assert "on nb201 (target cifar100), teacher" in run_search("nb201", **kw).summary()
+
+
+def test_settings_record_the_data_root_and_a_resume_reuses_it(tmp_path):
+    from diswot.cli.search import _from_settings
+
+    out = tmp_path / "run"
+    argv = ["search", "--space", "s1", "--teacher", "resnet8", "--max-params", "100k",
+            "--batch-size", "4", "--cycles", "2", "--no-progress", "--out", str(out),
+            "--data-root", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    stored = read_settings(out)
+    assert stored["data_root"] == str(tmp_path)
+    assert _from_settings(stored)["data_root"] == str(tmp_path)  # what --resume DIR fills in

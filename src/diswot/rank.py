@@ -597,6 +597,8 @@ def run_rank(
         shard=shard,
         precision=precision,
     )
+    # Recorded in settings.json for the record, not compared (a moved dataset is the same data).
+    plan.settings["data_root"] = str(Path(data_root).expanduser()) if data_root else None
     parallel = backend != "local" or workers > 1
     if backend not in ("local", "ray"):
         raise DiswotError(f"unknown backend '{backend}'; use local or ray")

@@ -990,6 +990,8 @@ def run_search(
         "probe_seeds": seed_list,
         "init": init,
         "data": data,
+        # Recorded, not compared: a resume reuses it, and a moved dataset may be pointed at anew.
+        "data_root": str(Path(data_root).expanduser()) if data_root else None,
         "device": str(device),
         "flop_convention": sp.flop_convention,
         "precision": precision,

@@ -170,6 +170,7 @@ def _from_settings(s: dict) -> dict[str, object]:
         "seeds": s.get("probe_seeds"),
         "init": s.get("init"),
         "data": s.get("data"),
+        "data_root": s.get("data_root"),
         "device": s.get("device"),
         "precision": s.get("precision"),
         **{k: budget.get(k) for k in ("max_params", "max_flops", "min_params", "min_flops")},
