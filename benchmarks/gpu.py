@@ -16,7 +16,8 @@ still reports what it measured. Stages:
    scores and the largest relative difference (GPU kernels reduce in another order).
 3. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
    (agreement, Kendall vs accuracy, ms per candidate) under the gaussian init on ``--agree``
-   cells, and ``benchmarks/seed_stacking.py``'s one-seed-at-a-time vs vmapped seeds (3 seeds).
+   cells, and fp32 in the channels-last layout (the CPU default, off on CUDA); and
+   ``benchmarks/seed_stacking.py``'s one seed at a time against vmapped seeds (3 seeds).
 4. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
    on its own core and scoring on the shared GPU) on ``--rank-sample`` cells for each K in
    ``--workers``: wall time (start-up included), candidates/s, and whether the scores equal the
@@ -142,11 +143,15 @@ def precision_stage(args: argparse.Namespace, cells: list[str]) -> dict:
     acc = [truth[a] for a in cells]
     ref, ref_s = precision.score_all(cells, "gaussian", "fp32", args.device, args.batch_size)
     low, low_s = precision.score_all(cells, "gaussian", "bf16", args.device, args.batch_size)
+    # Channels-last is the CPU default and off on CUDA: is it worth turning on there too?
+    cl, cl_s = precision.score_all(cells, "gaussian", "fp32", args.device, args.batch_size, True)
     return {
         "cells": len(cells),
         "fp32_ms_per_candidate": round(1000 * ref_s, 2),
         "bf16_ms_per_candidate": round(1000 * low_s, 2),
+        "fp32_channels_last_ms_per_candidate": round(1000 * cl_s, 2),
         "bf16": precision.compare(ref, low, acc),
+        "channels_last": precision.compare(ref, cl, acc),
     }
 
 
