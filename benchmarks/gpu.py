@@ -43,22 +43,13 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import machine
+from _common import TARGET, TEACHER, machine, nb201_scorer, rel_diff, sync
 
 from diswot import bench, rankstats
 from diswot.models.nb201 import all_archs
-from diswot.probe import Scorer, proxy_value
+from diswot.probe import proxy_value
 from diswot.rank import RankResult, run_rank
 from diswot.search import run_search
-from diswot.spaces import get_space
-
-TEACHER = "resnet56"
-TARGET = "cifar100"
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -72,19 +63,6 @@ def _ms(xs: list[float]) -> dict:
     }
 
 
-def _scorer(device: str, batch_size: int) -> Scorer:
-    space = get_space("nb201")
-    spec = space.dataset(TARGET)
-    return Scorer.for_space(
-        space,
-        TEACHER,
-        num_classes=spec.num_classes,
-        batch_size=batch_size,
-        image_size=spec.image_size,
-        device=device,
-    )
-
-
 def serial(
     args: argparse.Namespace, cells: list[str], recycle: bool = True
 ) -> tuple[dict, dict[str, float]]:
@@ -92,9 +70,9 @@ def serial(
     next candidate (NB201 networks are retargeted in place, as ``rank``/``search`` do) instead of
     building every student from scratch."""
     t0 = time.perf_counter()
-    scorer = _scorer(args.device, args.batch_size)
+    scorer = nb201_scorer(args.device, args.batch_size)
     scorer.teacher(0)
-    _sync(args.device)
+    sync(args.device)
     setup = time.perf_counter() - t0
     build, score, total, values = [], [], [], {}
     proxies = ["diswot"]
@@ -102,7 +80,7 @@ def serial(
         t0 = time.perf_counter()
         probe = scorer.evaluation_probe(arch, proxies, 0) if recycle else scorer.probe(arch, 0)
         probe.model  # noqa: B018  (construct or retarget, initialise, move)
-        _sync(args.device)
+        sync(args.device)
         t1 = time.perf_counter()
         values[arch] = proxy_value("diswot", probe)  # forward + metric; the read synchronises
         t2 = time.perf_counter()
@@ -127,11 +105,11 @@ def serial(
 
 def cpu_agreement(args: argparse.Namespace, gpu: dict[str, float], n: int) -> dict:
     cells = list(gpu)[:n]
-    scorer = _scorer("cpu", args.batch_size)
+    scorer = nb201_scorer("cpu", args.batch_size)
     cpu = {a: float(scorer.probe(a, 0).diswot["score"]) for a in cells}
     x = [gpu[a] for a in cells]
     y = [cpu[a] for a in cells]
-    rel = max(_rel(a, b) for a, b in zip(x, y))
+    rel = max(rel_diff(a, b) for a, b in zip(x, y))
     return {"cells": len(cells), "kendall": round(rankstats.kendall(x, y), 4), "max_rel_diff": rel}
 
 
@@ -159,24 +137,7 @@ def stacking_stage(args: argparse.Namespace, cells: list[str]) -> dict:
     """Three seeds of a cell one at a time against one vmapped forward (ms per cell and seed)."""
     import seed_stacking  # benchmarks/seed_stacking.py, beside this script
 
-    space = get_space("nb201")
-    scorer = Scorer.for_space(
-        space,
-        TEACHER,
-        num_classes=space.dataset(TARGET).num_classes,
-        batch_size=args.batch_size,
-        seeds=range(3),
-        device=args.device,
-    )
-    ref, t_ref = seed_stacking.one_at_a_time(scorer, cells)
-    got, t_got = seed_stacking.stacked(scorer, cells)
-    rel = [_rel(a, b) for c in cells for a, b in zip(got[c], ref[c])]
-    return {
-        "cells": len(cells) - 1,
-        "one_at_a_time_ms_per_seed": round(1000 * statistics.median(t_ref[1:]) / 3, 2),
-        "stacked_ms_per_seed": round(1000 * statistics.median(t_got[1:]) / 3, 2),
-        "max_rel_diff": max(rel),
-    }
+    return seed_stacking.measure(cells, 3, args.device, args.batch_size)
 
 
 def _rank(
@@ -199,11 +160,6 @@ def _rank(
     return res, time.perf_counter() - t0
 
 
-def _rel(a: float, b: float) -> float:
-    """Relative difference of ``a`` from ``b``."""
-    return abs(a - b) / max(abs(b), 1e-30)
-
-
 def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -> dict:
     out = {}
     for k in args.workers:
@@ -217,7 +173,7 @@ def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -
             "ms_per_candidate": round(1000 * wall / len(res.archs), 2),
             "equal_to_serial": sum(got[a] == ref[a] for a in shared),
             "compared": len(shared),
-            "max_rel_diff_to_serial": max((_rel(got[a], ref[a]) for a in shared), default=0.0),
+            "max_rel_diff_to_serial": max((rel_diff(got[a], ref[a]) for a in shared), default=0.0),
         }
         print(f"workers {k}: {out[str(k)]}", flush=True)
     return out

@@ -34,17 +34,14 @@ import statistics
 import time
 
 import torch
-from _machine import machine
+from _common import TARGET, TEACHER, machine, nb201_scorer
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from diswot import bench, rankstats
 from diswot.probe import Scorer
 from diswot.proxies import get_proxy
-from diswot.spaces import get_space
 
-TEACHER = "resnet56"
-TARGET = "cifar100"
 PROXIES = ("diswot", "ms", "mr")
 
 
@@ -97,16 +94,7 @@ def count_overflows(
 def _scorer(
     init: str, precision: str, device: str, batch_size: int, channels_last: bool | None = None
 ) -> Scorer:
-    space = get_space("nb201")
-    scorer = Scorer.for_space(
-        space,
-        TEACHER,
-        num_classes=space.dataset(TARGET).num_classes,
-        batch_size=batch_size,
-        init=init,
-        device=device,
-        channels_last=channels_last,
-    )
+    scorer = nb201_scorer(device, batch_size, init=init, channels_last=channels_last)
     # Past the constructor's check: fp16 is refused by diswot, and measured here.
     scorer.precision = precision
     scorer.teacher(0)  # before any watch: only the students' passes are checked

@@ -29,7 +29,7 @@ import time
 from functools import partial
 
 import torch
-from _machine import machine
+from _common import machine, nb201_scorer, rel_diff, sync
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -38,15 +38,6 @@ from diswot.features import FeatureExtractor, Features
 from diswot.metrics import classifier_gradient, diswot_score
 from diswot.models import init_weights
 from diswot.probe import Scorer, strict_fp32
-from diswot.spaces import get_space
-
-TEACHER = "resnet56"
-TARGET = "cifar100"
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 class _Probe(nn.Module):
@@ -65,7 +56,7 @@ def one_at_a_time(scorer: Scorer, cells: list[str]) -> tuple[dict[str, list[floa
     """The shipped path: each seed re-initialises the recycled network and runs its own forward."""
     scores, seconds = {}, []
     for arch in cells:
-        _sync(str(scorer.device))
+        sync(str(scorer.device))
         t0 = time.perf_counter()
         scores[arch] = [scorer.evaluate(arch, ["diswot"], s)["diswot"] for s in scorer.seeds]
         seconds.append(time.perf_counter() - t0)
@@ -78,7 +69,7 @@ def stacked(scorer: Scorer, cells: list[str]) -> tuple[dict[str, list[float]], l
     x = torch.stack([scorer.batch(s)[0] for s in seeds])
     scores, seconds, net = {}, [], None
     for arch in cells:
-        _sync(str(scorer.device))
+        sync(str(scorer.device))
         t0 = time.perf_counter()
         if net is not None and scorer.rebuilder is not None:
             net = scorer.rebuilder(net, arch, scorer.num_classes)
@@ -89,7 +80,7 @@ def stacked(scorer: Scorer, cells: list[str]) -> tuple[dict[str, list[float]], l
         with torch.no_grad(), strict_fp32():
             sets = []
             for s in seeds:  # the same draws as the one-at-a-time path's student init
-                init_weights(net, scorer.init, s * 1000 + 2)
+                init_weights(net, scorer.init, scorer.probe(arch, s).init_seed)
                 sets.append(
                     {k: v.clone() for k, v in (*net.named_parameters(), *net.named_buffers())}
                 )
@@ -105,6 +96,25 @@ def stacked(scorer: Scorer, cells: list[str]) -> tuple[dict[str, list[float]], l
     return scores, seconds
 
 
+def measure(cells: list[str], seeds: int, device: str, batch_size: int) -> dict:
+    """Both ways on ``cells`` (the first pays warm-up and is left out of the times)."""
+    scorer = nb201_scorer(device, batch_size, seeds=range(seeds))
+    for s in scorer.seeds:
+        scorer.teacher(s)
+    ref, t_ref = one_at_a_time(scorer, cells)
+    got, t_got = stacked(scorer, cells)
+    rel = [rel_diff(a, b) for arch in cells for a, b in zip(got[arch], ref[arch])]
+    return {
+        "cells": len(cells) - 1,
+        "seeds": seeds,
+        "batch_size": batch_size,
+        "one_at_a_time_ms_per_seed": round(1000 * statistics.median(t_ref[1:]) / seeds, 2),
+        "stacked_ms_per_seed": round(1000 * statistics.median(t_got[1:]) / seeds, 2),
+        "max_rel_diff": float(f"{max(rel):.3g}"),
+        "median_rel_diff": float(f"{statistics.median(rel):.3g}"),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", type=int, default=20, help="NB201 cells (seeded sample)")
@@ -115,32 +125,10 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    space = get_space("nb201")
-    cells = bench.nb201_sample(args.sample + 1, 0)
-    scorer = Scorer.for_space(
-        space,
-        TEACHER,
-        num_classes=space.dataset(TARGET).num_classes,
-        batch_size=args.batch_size,
-        seeds=range(args.seeds),
-        device=args.device,
-    )
-    for s in scorer.seeds:
-        scorer.teacher(s)
-    ref, t_ref = one_at_a_time(scorer, cells)
-    got, t_got = stacked(scorer, cells)
-    rel = [abs(a - b) / abs(b) for arch in cells for a, b in zip(got[arch], ref[arch])]
-    per = args.seeds  # the first cell of each way pays warm-up and is left out
     report = {
         "command": "python benchmarks/seed_stacking.py " + " ".join(os.sys.argv[1:]),
         "machine": machine(args.device),
-        "cells": len(cells) - 1,
-        "seeds": args.seeds,
-        "batch_size": args.batch_size,
-        "one_at_a_time_ms_per_seed": round(1000 * statistics.median(t_ref[1:]) / per, 2),
-        "stacked_ms_per_seed": round(1000 * statistics.median(t_got[1:]) / per, 2),
-        "max_rel_diff": float(f"{max(rel):.3g}"),
-        "median_rel_diff": float(f"{statistics.median(rel):.3g}"),
+        **measure(bench.nb201_sample(args.sample + 1, 0), args.seeds, args.device, args.batch_size),
     }
     print(json.dumps(report))
 

@@ -22,7 +22,7 @@ import json
 import time
 
 import torch
-from _machine import machine
+from _common import machine
 
 from diswot.rank import run_rank
 

@@ -1,0 +1,54 @@
+"""What the NB201 speed benchmarks share (imported by the scripts beside it): the scoring set-up
+they all time, the record of where they ran, and small measuring helpers."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from diswot.probe import Scorer
+from diswot.spaces import get_space
+
+#: The set-up every NB201 speed figure uses: a ResNet-56 teacher at CIFAR-100's class count.
+TEACHER = "resnet56"
+TARGET = "cifar100"
+
+
+def nb201_scorer(device: str, batch_size: int, **kwargs: object) -> Scorer:
+    """The NB201 :class:`Scorer` of the figures (``kwargs``: seeds, init, channels_last...)."""
+    space = get_space("nb201")
+    spec = space.dataset(TARGET)
+    return Scorer.for_space(
+        space,
+        TEACHER,
+        num_classes=spec.num_classes,
+        batch_size=batch_size,
+        image_size=spec.image_size,
+        device=device,
+        **kwargs,
+    )
+
+
+def sync(device: str) -> None:
+    """Wait for queued CUDA work, so a timer stops when the work is done (no-op on the CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rel_diff(a: float, b: float) -> float:
+    """Relative difference of ``a`` from ``b``."""
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def machine(device: str = "cpu") -> dict:
+    """The device, cores, intra-op threads, load and versions behind a measurement."""
+    return {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
