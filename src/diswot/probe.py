@@ -85,6 +85,16 @@ def check_precision(precision: str) -> None:
         )
 
 
+#: Values of run settings added after run folders were first written: a ``rank`` or ``search``
+#: folder that lacks one was written with this value (before ``--precision``, everything was fp32).
+SETTINGS_ADDED = {"precision": "fp32"}
+
+
+def stored_setting(settings: dict, key: str) -> object:
+    """``settings[key]`` of a run folder, or what a folder written before ``key`` existed used."""
+    return settings.get(key, SETTINGS_ADDED.get(key))
+
+
 #: Numerical failures of a proxy on one network: its value is NaN (ranked last), not a crash.
 NUMERICAL_FAILURES = (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError)
 

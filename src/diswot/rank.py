@@ -41,7 +41,13 @@ from tqdm import tqdm
 from diswot import __version__, bench, rankstats
 from diswot.data import check_probe_source
 from diswot.errors import DiswotError
-from diswot.probe import NUMERICAL_FAILURES, Scorer, check_precision, proxy_value
+from diswot.probe import (
+    NUMERICAL_FAILURES,
+    Scorer,
+    check_precision,
+    proxy_value,
+    stored_setting,
+)
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
 from diswot.runtime import parse_device, resolve_device
 from diswot.spaces import SearchSpace, get_space
@@ -63,14 +69,6 @@ FIXED_SETTINGS = (
     "data",
     "precision",
 )
-#: Values of settings added after run folders were first written, for folders that lack them.
-SETTING_DEFAULTS = {"precision": "fp32"}
-
-
-def _setting(settings: dict, key: str) -> object:
-    return settings.get(key, SETTING_DEFAULTS.get(key))
-
-
 Scores = dict[str, dict[int, dict[str, float]]]  # arch -> seed -> proxy -> value
 
 
@@ -713,7 +711,7 @@ def _check_settings(path: Path, settings: dict) -> None:
         except json.JSONDecodeError:
             raise DiswotError(f"{path} is corrupt; delete it or use another --out folder") from None
         prev = old.get("settings", old)
-        diff = [k for k in FIXED_SETTINGS if _setting(prev, k) != settings[k]]
+        diff = [k for k in FIXED_SETTINGS if stored_setting(prev, k) != settings[k]]
         if diff:
             raise DiswotError(
                 f"{path.parent} holds a run with different {', '.join(diff)}; use another --out folder"
@@ -758,7 +756,9 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
     first = metas[0]
     for d, m, a in zip(dirs, metas, arch_lists):
         diff = [
-            k for k in (*FIXED_SETTINGS, "targets", "seeds") if _setting(m, k) != _setting(first, k)
+            k
+            for k in (*FIXED_SETTINGS, "targets", "seeds")
+            if stored_setting(m, k) != stored_setting(first, k)
         ]
         if diff:
             raise DiswotError(f"{d} differs from {dirs[0]} in {', '.join(diff)}; merge like runs")
@@ -782,7 +782,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         data=first["data"],
         device=first["device"],
         shard=None,
-        precision=str(_setting(first, "precision")),
+        precision=str(stored_setting(first, "precision")),
     )
     scores: Scores = {}
     times: dict = {}

@@ -325,8 +325,6 @@ _FIXED_SETTINGS = (
     "flop_convention",
     "precision",
 )
-#: Values of settings added after run folders were first written, for folders that lack them.
-_SETTING_DEFAULTS = {"precision": "fp32"}
 
 
 def read_settings(out_dir: str | Path) -> dict:
@@ -350,12 +348,10 @@ def _check_folder(out: Path, settings: dict, resume: bool) -> list[dict]:
                 f"{out} already exists and is not empty; use --resume {out} or another --out"
             )
         return []
+    from diswot.probe import stored_setting
+
     old = read_settings(out)
-    diff = [
-        k
-        for k in _FIXED_SETTINGS
-        if old.get(k, _SETTING_DEFAULTS.get(k)) != settings.get(k, _SETTING_DEFAULTS.get(k))
-    ]
+    diff = [k for k in _FIXED_SETTINGS if stored_setting(old, k) != stored_setting(settings, k)]
     if diff:
         shown = ", ".join(f"{k}={old.get(k)!r} (now {settings.get(k)!r})" for k in diff[:3])
         raise DiswotError(

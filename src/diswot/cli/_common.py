@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from diswot.probe import PRECISIONS
+
 
 def add_probe_args(
     p: argparse.ArgumentParser, *, teacher_default: str | None, teacher_help: str = ""
@@ -42,7 +44,7 @@ def add_probe_args(
     add_threads_arg(p)
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16"),
+        choices=tuple(PRECISIONS),  # fp16 too, to be refused with its reason
         default="fp32",
         help="dtype of the students' forward pass: fp32 (default) or bf16 (Kendall 0.98-0.99 with "
         "fp32, docs/scale.md); fp16 is refused, it overflows in random networks",
