@@ -407,9 +407,8 @@ class Scorer:
             return x
         if isinstance(x, Tensor):
             return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-        # Module.to walks and re-wraps every tensor even when none changes (3.5 ms on the largest
-        # NB201 network, against 1.5 ms for this check): convert only when some 4-D tensor is not
-        # channels-last yet (the ops a retarget just built).
+        # Module.to walks and re-wraps every tensor even when none changes: convert only when
+        # some 4-D tensor is not channels-last yet (the ops a retarget just built).
         tensors = itertools.chain(x.parameters(), x.buffers())
         if any(
             t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last) for t in tensors
