@@ -17,7 +17,11 @@ TARGET = "cifar100"
 
 
 def nb201_scorer(device: str, batch_size: int, **kwargs: object) -> Scorer:
-    """The NB201 :class:`Scorer` of the figures (``kwargs``: seeds, init, channels_last...)."""
+    """The NB201 :class:`Scorer` of the figures (``kwargs``: seeds, init, channels_last...).
+
+    The ``modules`` engine unless ``engine`` is given: the per-candidate figures of build, recycling,
+    precision and stacking are about built networks (``engine.py`` compares the engines)."""
+    kwargs.setdefault("engine", "modules")
     space = get_space("nb201")
     spec = space.dataset(TARGET)
     return Scorer.for_space(

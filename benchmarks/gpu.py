@@ -12,19 +12,24 @@ still reports what it measured. Stages:
    (one forward of the resident student plus the metric; reading the floats synchronises), and
    the total, as median and p90 over ``--sample`` cells after a warm-up candidate; and how many
    scores the two ways agree on exactly.
-2. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
+2. ``engine``: ``benchmarks/engine.py``: the same cells scored per candidate by each engine as
+   ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, with its CUDA graph;
+   and the supernet without graphs), median and p90, and how many scores equal the modules
+   engine's exactly. The stages before this one use the modules engine; the stages after it,
+   which run ``rank``/``search``, use the default engine (the supernet on NB201).
+3. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
    scores and the largest relative difference (GPU kernels reduce in another order).
-3. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
+4. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
    (agreement, Kendall vs accuracy, ms per candidate) under the gaussian init on ``--agree``
    cells, and fp32 in the channels-last layout (the CPU default, off on CUDA); and
    ``benchmarks/seed_stacking.py``'s one seed at a time against vmapped seeds (3 seeds).
-4. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
+5. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
    on its own core and scoring on the shared GPU) on ``--rank-sample`` cells for each K in
    ``--workers``: wall time (start-up included), candidates/s, and whether the scores equal the
    serial GPU ones where the cells overlap.
-5. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
+6. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
    of DisWOT, M_s, M_r against CIFAR-100 accuracy.
-6. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
+7. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
    36, tournament 8, no budget) with the best K in flight, and a serial 200-candidate search for
    the serial rate.
 
@@ -131,6 +136,13 @@ def precision_stage(args: argparse.Namespace, cells: list[str]) -> dict:
         "bf16": precision.compare(ref, low, acc),
         "channels_last": precision.compare(ref, cl, acc),
     }
+
+
+def engine_stage(args: argparse.Namespace, cells: list[str]) -> dict:
+    """Modules against the supernet (with and without its CUDA graph), per candidate."""
+    import engine  # benchmarks/engine.py, beside this script
+
+    return engine.measure(cells, args.device, args.batch_size)
 
 
 def stacking_stage(args: argparse.Namespace, cells: list[str]) -> dict:
@@ -281,6 +293,7 @@ def main() -> None:
     save("recycled_equals_fresh", sum(values[a] == fresh_values[a] for a in values))
     if args.only_serial:
         return
+    save("engine", engine_stage(args, cells[: args.sample + 1]))
     save("cpu_agreement", cpu_agreement(args, values, args.agree))
     save("precision", precision_stage(args, cells[: args.agree]))
     save("seed_stacking", stacking_stage(args, cells[: args.agree // 3 + 1]))

@@ -163,7 +163,7 @@ def test_cpu_scoring_runs_channels_last_with_the_same_scores() -> None:
     # A retargeted network's new ops take the layout too, as a fresh build's have.
     from diswot.spaces import get_space
 
-    fast = Scorer.for_space(get_space("nb201"), "resnet8", batch_size=8)
+    fast = Scorer.for_space(get_space("nb201"), "resnet8", batch_size=8, engine="modules")
     first = fast.evaluation_probe(cell, ["diswot"], 0)
     first.diswot  # noqa: B018
     fast.release(first, ["diswot"])

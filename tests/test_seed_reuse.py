@@ -46,7 +46,8 @@ def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_reused_networks_give_the_fresh_builds_scores(
     space: str, archs: list[str], teacher: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kw = dict(teacher=teacher, proxies=PROXIES, seeds=3, batch_size=8, archs=archs, progress=False)
+    kw = dict(teacher=teacher, proxies=PROXIES, seeds=3, batch_size=8, archs=archs, progress=False,
+              engine="modules")  # recycling is the modules engine's (the supernet builds nothing)  # fmt: skip
     built = _count_builds(monkeypatch)
     reused = run_rank(space, **kw).scores
     # One construction per architecture, not per seed; NB201 networks are even turned into the

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import overload
+from typing import Protocol, overload
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +83,41 @@ def check_precision(precision: str) -> None:
             "N(0,1) init, 2 under the default init) and silently corrupts scores; use "
             "--precision bf16"
         )
+
+
+#: ``--engine`` names: how a named student's forward pass is produced. ``modules`` builds (or
+#: recycles) the student as an ``nn.Module``, for any space. ``supernet`` runs it from a space's
+#: preallocated weight store instead (NB201: :mod:`diswot.models.nb201_supernet`): no construction
+#: and, on CUDA, one replayed graph per forward, with the same features bit for bit. ``auto`` (the
+#: default) takes ``supernet`` where the space has one and the init is gaussian, else ``modules``.
+ENGINES: tuple[str, ...] = ("auto", "modules", "supernet")
+
+
+class Supernet(Protocol):
+    """What ``--engine supernet`` needs from a space's supernet (see :data:`ENGINES`)."""
+
+    def load(self, arch: str, seed: int) -> None:
+        """Make ``arch``, initialised as ``init_weights`` would under ``seed``, the current one."""
+
+    def features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
+        """The current candidate's features on ``x`` (under autocast to ``dtype`` if given)."""
+
+
+def check_engine(engine: str, supernet: object | None, init: str) -> None:
+    """Refuse an engine this run cannot use, before any work: an unknown name, ``supernet`` on a
+    space without one, or ``supernet`` with an init it does not reproduce."""
+    if engine not in ENGINES:
+        raise DiswotError(f"unknown engine '{engine}'; use one of {', '.join(ENGINES)}")
+    if engine == "supernet":
+        if supernet is None:
+            raise DiswotError(
+                "--engine supernet exists for the nb201 space only; use --engine modules"
+            )
+        if init != "gaussian":
+            raise DiswotError(
+                "--engine supernet reproduces the gaussian init only; use --init gaussian or "
+                "--engine modules"
+            )
 
 
 #: Values of run settings added after run folders were first written: a ``rank`` or ``search``
@@ -202,9 +237,15 @@ class StudentProbe:
 
     @cached_property
     def features(self) -> Features:
-        self.model.train()
-        with strict_fp32(), torch.no_grad(), self.scorer.autocast():
-            f = self.extractor(self.inputs)
+        supernet = self.scorer.supernet_for(self.student)
+        if supernet is not None:  # the same features without building the student
+            supernet.load(self.student, self.init_seed)  # type: ignore[arg-type]  # a str here
+            with strict_fp32(), torch.no_grad():
+                f = supernet.features(self.inputs, PRECISIONS[self.scorer.precision])
+        else:
+            self.model.train()
+            with strict_fp32(), torch.no_grad(), self.scorer.autocast():
+                f = self.extractor(self.inputs)
         # Under bf16 the pass ran in low precision; every metric reads fp32 (or float64).
         return f if f.logits.dtype == torch.float32 else Features(*(t.float() for t in f))
 
@@ -265,6 +306,12 @@ class Scorer:
             (``None``: on the CPU only, where oneDNN's convolutions run about 2x faster in it).
             The same values either way up to float rounding; every backend of one run uses the
             same format, so they still agree bit for bit.
+        engine: ``auto`` (default), ``modules`` or ``supernet``: how named students' shared
+            forward pass is produced (see :data:`ENGINES`); ``supernet`` needs a space that
+            provides one (``supernet(num_classes, device, channels_last)``, NB201), the gaussian
+            init and the space's own feature hooks. Students given as modules, and proxies that
+            run their own passes, always use modules. Every engine gives the same scores.
+        supernet: the space's supernet factory (:meth:`for_space` passes it).
     """
 
     def __init__(
@@ -290,6 +337,8 @@ class Scorer:
         rebuilder: Callable[[nn.Module, str, int], nn.Module | None] | None = None,
         precision: str = "fp32",
         channels_last: bool | None = None,
+        engine: str = "auto",
+        supernet: Callable[[int, torch.device, bool], Supernet] | None = None,
     ) -> None:
         if num_classes < 2:
             raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
@@ -302,7 +351,28 @@ class Scorer:
         if init not in ("gaussian", "default"):
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
         check_precision(precision)
+        check_engine(engine, supernet, init)
+        custom_hooks = student_classifier is not None or student_feature is not None
+        if engine == "supernet" and custom_hooks:
+            raise DiswotError(
+                "--engine supernet computes the space's own features; drop the student "
+                "classifier/feature hooks or use --engine modules"
+            )
         self.precision = precision
+        #: The engine in use, ``auto`` resolved.
+        self.engine = (
+            "supernet"
+            if engine == "supernet"
+            or (
+                engine == "auto"
+                and supernet is not None
+                and init == "gaussian"
+                and not custom_hooks
+            )
+            else "modules"
+        )
+        self._supernet_factory = supernet
+        self._supernet: Supernet | None = None
         self.device = resolve_device(device)
         #: Channels-last convolutions on the CPU: oneDNN's fast path (an NB201 candidate at batch 64
         #: scores 1.9x faster, ``benchmarks/precision.py``); off on CUDA, where it is unmeasured.
@@ -343,6 +413,7 @@ class Scorer:
             student_classifier=classifier,
             student_feature=feature,
             rebuilder=getattr(space, "rebuild", None),
+            supernet=getattr(space, "supernet", None),
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -354,6 +425,17 @@ class Scorer:
     @property
     def input_size(self) -> tuple[int, int, int, int]:
         return (1, 3, self.image_size, self.image_size)
+
+    def supernet_for(self, student: StudentLike) -> Supernet | None:
+        """The supernet that produces ``student``'s forward pass, or None (``modules`` engine, or a
+        student given as a module). Built on first use, then shared by every candidate."""
+        if self.engine != "supernet" or not isinstance(student, str):
+            return None
+        if self._supernet is None:
+            factory = self._supernet_factory
+            assert factory is not None  # the engine is supernet only with a factory
+            self._supernet = factory(self.num_classes, self.device, self.channels_last)
+        return self._supernet
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of the student's forward pass (a no-op for fp32)."""
@@ -480,7 +562,12 @@ class Scorer:
         """
         probe = self.probe(student, seed)
         spare, self._spare = self._spare, None
-        if spare is None or not isinstance(student, str) or _needs_grad(proxies):
+        if (
+            spare is None
+            or not isinstance(student, str)
+            or _needs_grad(proxies)
+            or self.supernet_for(student) is not None  # nothing to build, so nothing to recycle
+        ):
             return probe
         arch, model = spare
         if arch != student:
@@ -498,6 +585,7 @@ class Scorer:
             and model is not None
             and (len(self.seeds) > 1 or self.rebuilder is not None)
             and not _needs_grad(proxies)
+            and self.supernet_for(probe.student) is None
             and reinit_covers(model)
         ):
             self._spare = (probe.student, model)

@@ -44,6 +44,7 @@ from diswot.errors import DiswotError
 from diswot.probe import (
     NUMERICAL_FAILURES,
     Scorer,
+    check_engine,
     check_precision,
     proxy_value,
     stored_setting,
@@ -405,6 +406,7 @@ def _plan(
     device: str,
     shard: tuple[int, int] | str | None,
     precision: str = "fp32",
+    engine: str = "auto",
 ) -> _Plan:
     sp = get_space(space)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -413,6 +415,7 @@ def _plan(
     if len(set(seed_list)) != len(seed_list):
         raise DiswotError("seeds must be distinct")
     check_precision(precision)  # before any work, also when only workers build a Scorer
+    check_engine(engine, getattr(sp, "supernet", None), init)
     if teacher is None:
         teacher = sp.default_teacher or None
     elif teacher.lower() == "none":
@@ -474,6 +477,8 @@ def _plan(
         "data": data,
         "device": device,
         "precision": precision,
+        # Recorded, not compared: every engine gives the same scores (tests/test_supernet.py).
+        "engine": engine,
         "sample": sample,
         "sample_seed": sample_seed,
         "n_archs": len(arch_list),
@@ -529,6 +534,7 @@ def _make_scorer(
         image_size=s["image_size"],
         device=s["device"],
         precision=s["precision"],
+        engine=s.get("engine", "auto"),
     )
 
 
@@ -556,6 +562,7 @@ def run_rank(
     gpus_per_task: float = 0.0,
     chunk_size: int | None = None,
     precision: str = "fp32",
+    engine: str = "auto",
 ) -> RankResult:
     """Score the students of ``space`` with ``proxies`` and correlate each with the ground truth.
 
@@ -577,6 +584,8 @@ def run_rank(
             and the cache are the serial path's. The default (1, ``local``) stays in-process.
         precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
             :class:`~diswot.probe.Scorer`); part of the run folder's fixed settings.
+        engine: ``auto`` (default), ``modules`` or ``supernet`` (see
+            :data:`~diswot.probe.ENGINES`); the same scores either way, so not a fixed setting.
     """
     t0 = time.perf_counter()
     plan = _plan(
@@ -594,6 +603,7 @@ def run_rank(
         device=device,
         shard=shard,
         precision=precision,
+        engine=engine,
     )
     # Recorded in settings.json for the record, not compared (a moved dataset is the same data).
     plan.settings["data_root"] = str(Path(data_root).expanduser()) if data_root else None
@@ -783,6 +793,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         device=first["device"],
         shard=None,
         precision=str(stored_setting(first, "precision")),
+        engine=str(first.get("engine", "auto")),
     )
     scores: Scores = {}
     times: dict = {}

@@ -873,6 +873,7 @@ def run_search(
     gpus_per_task: float = 0.0,
     in_flight: int | None = None,
     precision: str = "fp32",
+    engine: str = "auto",
     on_start: Callable[[Path], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
@@ -907,6 +908,8 @@ def run_search(
             backend; ``in_flight=1`` is the serial search.
         precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
             :class:`~diswot.probe.Scorer`); a resumed run keeps its own.
+        engine: ``auto`` (default), ``modules`` or ``supernet`` (see
+            :data:`~diswot.probe.ENGINES`); the same scores either way, so a resume may change it.
         on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
             workers started, just before the run folder is written (the CLI announces it there).
     """
@@ -948,9 +951,10 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
-    from diswot.probe import check_precision
+    from diswot.probe import check_engine, check_precision
 
     check_precision(precision)
+    check_engine(engine, getattr(sp, "supernet", None), init)
     # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
     device = str(resolve_device(device)) if backend == "local" else parse_device(device)
     teacher = sp.default_teacher if teacher is None else teacher
@@ -991,6 +995,7 @@ def run_search(
         "device": str(device),
         "flop_convention": sp.flop_convention,
         "precision": precision,
+        "engine": engine,  # recorded, not compared: every engine gives the same scores
     }
 
     out = Path(out_dir) if out_dir is not None else None
@@ -1024,7 +1029,7 @@ def run_search(
     if eng.objective is None:
         factory: Any = _ProxyObjectiveFactory(
             (sp, teacher, objective_name, spec.num_classes, spec.image_size, seed_list,
-             batch_size, init, data, data_root, device, precision),
+             batch_size, init, data, data_root, device, precision, engine),
         )  # fmt: skip
         # Built here too, on a pool as well: a bad teacher fails now, with its own message.
         eng.objective = factory.objective()
@@ -1168,6 +1173,7 @@ def _proxy_objective(
     data_root: str | None,
     device: str,
     precision: str = "fp32",
+    engine: str = "auto",
 ) -> ProxyObjective:
     """A :class:`ProxyObjective` over a Scorer that builds students with the space's own builder."""
     from diswot.probe import Scorer
@@ -1186,6 +1192,7 @@ def _proxy_objective(
         image_size=image_size,
         device=device,
         precision=precision,
+        engine=engine,
     )
     if spec.needs_teacher:
         for s in seeds:  # fail now (e.g. a teacher with another class count), not mid-search

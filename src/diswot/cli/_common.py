@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from diswot.probe import PRECISIONS
+from diswot.probe import ENGINES, PRECISIONS
 
 
 def add_probe_args(
@@ -48,6 +48,14 @@ def add_probe_args(
         default="fp32",
         help="dtype of the students' forward pass: fp32 (default) or bf16 (Kendall 0.98-0.99 with "
         "fp32, docs/scale.md); fp16 is refused, it overflows in random networks",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="how students' forward passes run: 'supernet' scores NB201 cells from one "
+        "preallocated network (no construction; a replayed CUDA graph on GPUs), 'modules' builds "
+        "each one; auto (default): supernet where the space has one. Same scores either way",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 

@@ -132,6 +132,7 @@ def _rank(args: argparse.Namespace, out: Path) -> RankResult:
         data_root=args.data_root,
         device=args.device,
         precision=args.precision,
+        engine=args.engine,
         progress=not args.no_progress,
         workers=args.workers if args.workers is not None else (0 if args.backend == "ray" else 1),
         backend=args.backend,

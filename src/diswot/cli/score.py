@@ -9,6 +9,7 @@ from diswot.models.nb201 import is_arch_string
 from diswot.probe import Scorer
 from diswot.proxies import resolve_proxies
 from diswot.runtime import torch_threads
+from diswot.spaces import get_space
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,6 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from diswot.distill.trainer import resolve_arch  # the same --student forms as distill
+
+    student = resolve_arch(args.student)
+    # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
+    supernet = get_space("nb201").supernet if is_arch_string(student) else None
     scorer = Scorer(
         args.teacher,
         num_classes=args.num_classes,
@@ -50,12 +56,11 @@ def _run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         device=args.device,
         precision=args.precision,
+        engine=args.engine,
+        supernet=supernet,
     )
     names = resolve_proxies(args.proxy)
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
-    from diswot.distill.trainer import resolve_arch  # the same --student forms as distill
-
-    student = resolve_arch(args.student)
     res = scorer.score(student, proxies)
     convention = "nb201" if is_arch_string(student) else "macs"
     conv_text = (
@@ -79,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                 "flop_convention": convention,
                 "seeds": list(scorer.seeds),
                 "precision": args.precision,
+                "engine": scorer.engine,
                 "seconds": round(res.seconds, 4),
             }
         )

@@ -247,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             gpus_per_task=args.gpus_per_task,
             in_flight=args.in_flight,
             precision=str(opts["precision"]),
+            engine=args.engine,  # not a run setting (same scores), so not taken from a resume
             on_start=announce,
         )
     if args.json:

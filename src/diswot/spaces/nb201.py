@@ -17,6 +17,7 @@ from diswot import bench
 from diswot.models.cost import ModelCost, profile
 from diswot.models.nb201 import OPS as NB201_OPS
 from diswot.models.nb201 import NB201Network, all_archs, format_arch, parse_arch
+from diswot.models.nb201_supernet import NB201Supernet
 from diswot.spaces import register_space
 from diswot.spaces.base import DatasetSpec, SearchSpace
 
@@ -73,6 +74,12 @@ class NB201Space(SearchSpace):
         if type(model) is not NB201Network or model.num_classes != num_classes:
             return None
         return model.retarget(arch)
+
+    def supernet(
+        self, num_classes: int, device: torch.device, channels_last: bool
+    ) -> NB201Supernet:
+        """The weight store ``--engine supernet`` scores every cell from, without building it."""
+        return NB201Supernet(num_classes, device=device, channels_last=channels_last)
 
     def compute_cost(self, arch: str, num_classes: int, image_size: int) -> ModelCost:
         # Exact closed form: each edge's op is a C -> C module whose cost depends only on the op and

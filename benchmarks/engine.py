@@ -1,0 +1,99 @@
+"""Per-candidate time of the two scoring engines on NB201, and whether their scores are identical.
+
+``--engine modules`` builds each student as an ``nn.Module`` (a finished network is retargeted to
+the next cell in place, as ``rank`` and ``search`` do); ``--engine supernet`` (the NB201 default)
+draws the same weights into one preallocated store and runs the forward functionally, on CUDA as
+one replayed CUDA graph. This times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
+``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class count, batch
+64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine, and on
+CUDA also for the supernet without graphs. It reports how many scores equal the modules engine's
+exactly (they should all).
+
+    python benchmarks/engine.py --sample 100 --threads 1                 # CPU
+    PYTHONPATH=src python3 benchmarks/engine.py --device cuda            # a GPU machine
+
+The last line is one JSON object (also written to ``--out`` when given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import torch
+from _common import machine, nb201_scorer, sync
+
+from diswot.models.nb201 import all_archs
+
+
+def _ms(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {
+        "median_ms": round(1000 * statistics.median(xs), 2),
+        "p90_ms": round(1000 * xs[int(0.9 * (len(xs) - 1))], 2),
+    }
+
+
+def time_engine(
+    cells: list[str], engine: str, device: str, batch_size: int, graphs: bool = True
+) -> tuple[dict, dict[str, float]]:
+    """Seconds per ``evaluate`` call of one engine (the first cell is a warm-up) and the scores."""
+    scorer = nb201_scorer(device, batch_size, engine=engine)
+    scorer.teacher(0)
+    if engine == "supernet" and not graphs:
+        scorer.supernet_for(cells[0]).cuda_graphs = False  # type: ignore[union-attr]
+    sync(device)
+    seconds, values = [], {}
+    for i, arch in enumerate(cells):
+        t0 = time.perf_counter()
+        values[arch] = scorer.evaluate(arch, ["diswot"], 0)["diswot"]  # reading it synchronises
+        if i:  # the first cell pays cuDNN heuristics, graph capture and the allocator's warm-up
+            seconds.append(time.perf_counter() - t0)
+    return _ms(seconds), values
+
+
+def measure(cells: list[str], device: str, batch_size: int) -> dict:
+    """Every engine on ``cells``; on CUDA the supernet with and without graphs."""
+    runs = [("modules", "modules", True), ("supernet", "supernet", True)]
+    if device.startswith("cuda"):
+        runs.append(("supernet_no_graphs", "supernet", False))
+    out: dict = {"cells": len(cells) - 1}
+    ref: dict[str, float] = {}
+    for name, engine, graphs in runs:
+        times, values = time_engine(cells, engine, device, batch_size, graphs)
+        ref = ref or values
+        out[name] = {**times, "equal_to_modules": sum(values[a] == ref[a] for a in cells)}
+        print(f"{name}: {out[name]}", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--sample", type=int, default=100, help="timed cells (one more warms up)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = all_archs()
+    random.Random(0).shuffle(cells)
+    report = {
+        "command": "python benchmarks/engine.py " + " ".join(__import__("sys").argv[1:]),
+        "machine": machine(args.device),
+        "batch_size": args.batch_size,
+        **measure(cells[: args.sample + 1], args.device, args.batch_size),
+    }
+    text = json.dumps(report)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

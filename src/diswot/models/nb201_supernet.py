@@ -1,0 +1,355 @@
+"""NB201 students scored without building them: one preallocated weight store for every op.
+
+On a GPU an NB201 candidate's time goes to Python, not arithmetic: constructing its 154-424
+``nn.Module`` objects (17 of 28 ms per candidate on an H200) and launching the several hundred tiny
+kernels of its forward pass (10 ms). Every NB201 network shares one skeleton, so
+:class:`NB201Supernet` holds, once, the weights of *every* op on every edge of every cell, plus the
+fixed stem, reduction blocks and classifier. Scoring a candidate then means:
+
+1. drawing its N(0, 1) weights from the seeded CPU generator into the slots of the ops it uses, in
+   the order :func:`~diswot.models.init_weights` visits a freshly built network, so they are the
+   same numbers (one host-to-device copy on CUDA);
+2. running its forward pass functionally on those slots, no ``nn.Module`` involved.
+
+On CUDA the forward of step 2 is a **masked supernet**: every op of every edge is computed and the
+candidate's op is selected per edge with ``torch.where`` on a device-resident 0/1 mask. That pass
+has the same kernels for every candidate, so it is captured once per probe batch as a CUDA graph
+and replayed: one launch instead of hundreds. ``torch.where`` copies the selected op's output
+exactly, and unused ops never enter a sum, so the features equal the candidate network's bit for bit
+(``tests/test_supernet.py`` checks both forwards against built networks on the CPU).
+
+Only what the Gaussian init and the functional forward reproduce is covered: NB201's standard
+skeleton (C=16, N=5 as the benchmark), the paper's N(0, 1) init (BatchNorm scales 1, shifts 0,
+classifier bias 0) and BatchNorm in train mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from diswot.errors import DiswotError
+from diswot.features import Features
+from diswot.models.nb201 import EDGES, OPS, parse_arch
+
+__all__ = ["NB201Supernet"]
+
+_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+# nn.BatchNorm2d's defaults, which every BatchNorm of NB201Network uses.
+_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
+# Which edges read each node (edge order of diswot.models.nb201.EDGES).
+_READERS = {src: [k for k, (_, s) in enumerate(EDGES) if s == src] for src in range(3)}
+
+
+@dataclass
+class _Captured:
+    """One CUDA graph of the masked forward for one probe batch (kept alive with its input)."""
+
+    graph: torch.cuda.CUDAGraph
+    inputs: Tensor
+    outputs: Features
+    checks_left: int = 2
+
+
+class NB201Supernet:
+    """Every NB201 candidate of one class count, scored functionally from one weight store.
+
+    Args:
+        num_classes: classifier outputs (10, 100 or 120 for the benchmark's datasets).
+        C: stem width (16 in NB201); stages have ``C``, ``2C``, ``4C`` channels.
+        N: cells per stage (5 in NB201).
+        device: where weights and forward live.
+        channels_last: hold conv weights in the channels-last format (as the Scorer holds built
+            networks on the CPU), so the convolutions see the layouts a built network has.
+        cuda_graphs: capture the masked forward as a CUDA graph (``None``: on CUDA).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        C: int = 16,
+        N: int = 5,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+        cuda_graphs: bool | None = None,
+    ) -> None:
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise DiswotError("CUDA graphs need a CUDA device; pass cuda_graphs=False")
+
+        # The skeleton, in NB201Network's module order: ("cell", index, width) or
+        # ("reduction", index, width_in, width_out).
+        self._plan: list[tuple] = []
+        shapes: dict[tuple, tuple[int, ...]] = {("stem",): (C, 3, 3, 3)}
+        c_prev, index = C, 0
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                self._plan.append(("reduction", index, c_prev, c))
+                shapes[("a", index)] = (c, c_prev, 3, 3)
+                shapes[("b", index)] = (c, c, 3, 3)
+                shapes[("down", index)] = (c, c_prev, 1, 1)
+                index += 1
+            for _ in range(N):
+                self._plan.append(("cell", index, c))
+                for k in range(len(EDGES)):
+                    for op, kernel in _KERNELS.items():
+                        shapes[(index, k, op)] = (c, c, kernel, kernel)
+                index += 1
+            c_prev = c
+        shapes[("classifier",)] = (num_classes, c_prev)
+        self._final_width = c_prev
+
+        # Host store: every slot a contiguous view of one flat buffer, so the draws go straight
+        # into place and a CUDA device store is refreshed by one copy. Pinned for async copies.
+        total = sum(_numel(s) for s in shapes.values())
+        pin = self.device.type == "cuda"
+        self._host_flat = torch.empty(total, dtype=torch.float32, pin_memory=pin)
+        self._host: dict[tuple, Tensor] = {}
+        offset = 0
+        for key, shape in shapes.items():
+            n = _numel(shape)
+            self._host[key] = self._host_flat[offset : offset + n].view(shape)
+            offset += n
+        self._host_flat.zero_()  # unused slots hold finite numbers from the start
+
+        # Device store. On a CPU without channels-last it *is* the host store (nothing to copy).
+        self._shared_store = self.device.type == "cpu" and not channels_last
+        if self._shared_store:
+            self._weights = self._host
+            self._dev_flat = self._host_flat
+        else:
+            self._dev_flat = torch.zeros(total, dtype=torch.float32, device=self.device)
+            self._weights = {}
+            offset = 0
+            for key, shape in shapes.items():
+                n = _numel(shape)
+                view = self._dev_flat[offset : offset + n].view(shape)
+                if channels_last and len(shape) == 4:
+                    # A channels-last tensor of its own: a flat copy would scramble its layout,
+                    # so these slots are copied one by one (CPU path; CUDA is contiguous).
+                    view = torch.zeros(shape, device=self.device).contiguous(
+                        memory_format=torch.channels_last
+                    )
+                self._weights[key] = view
+                offset += n
+        self._copied = torch.cuda.Event() if self.device.type == "cuda" else None
+
+        # BatchNorm constants per width (scale 1, shift 0) and running statistics, which train-mode
+        # BatchNorm updates but never reads; the classifier's bias is 0 as after init_weights.
+        widths = {C, 2 * C, 4 * C}
+        dev = self.device
+        self._bn = {
+            c: (
+                torch.ones(c, device=dev),
+                torch.zeros(c, device=dev),
+                torch.zeros(c, device=dev),
+                torch.ones(c, device=dev),
+            )
+            for c in widths
+        }
+        self._bias = torch.zeros(num_classes, device=dev)
+
+        # Op selection of the masked forward: row k is the one-hot op of edge k (OPS order).
+        self._mask_host = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, pin_memory=pin)
+        self._mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, device=dev)
+        self._select = [[self._mask[k, j] for j in range(len(OPS))] for k in range(len(EDGES))]
+        self._graphs: dict[tuple, _Captured] = {}
+        self._gen = torch.Generator(device="cpu")
+        self.arch: str | None = None
+        self.ops: tuple[str, ...] = ()
+
+    # -- weights ---------------------------------------------------------------------------------
+    def _draw_order(self, ops: tuple[str, ...]) -> list[tuple]:
+        """Slots of the weights ``init_weights`` draws for a network of ``ops``, in its order."""
+        order: list[tuple] = [("stem",)]
+        for item in self._plan:
+            if item[0] == "reduction":
+                order += [("a", item[1]), ("b", item[1]), ("down", item[1])]
+            else:
+                order += [(item[1], k, op) for k, op in enumerate(ops) if op in _KERNELS]
+        order.append(("classifier",))
+        return order
+
+    def load(self, arch: str, seed: int) -> None:
+        """Make ``arch`` under init seed ``seed`` the current candidate.
+
+        The weights are the N(0, 1) draws :func:`~diswot.models.init_weights` makes for a freshly
+        built ``NB201Network(arch)`` under ``seed``: same generator, same order, same shapes.
+        """
+        ops = parse_arch(arch)
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous candidate's copy has left the host buffer
+        order = self._draw_order(ops)
+        self._gen.manual_seed(seed)
+        for key in order:
+            self._host[key].normal_(generator=self._gen)
+        if not self._shared_store:
+            if self.channels_last:
+                for key in order:
+                    self._weights[key].copy_(self._host[key], non_blocking=True)
+            else:
+                self._dev_flat.copy_(self._host_flat, non_blocking=True)
+        if self.cuda_graphs:
+            self._mask_host.zero_()
+            for k, op in enumerate(ops):
+                self._mask_host[k, OPS.index(op)] = True
+            self._mask.copy_(self._mask_host, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+        self.ops = ops
+        self.arch = arch
+
+    # -- forward ---------------------------------------------------------------------------------
+    def features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
+        """Logits, pre-pool feature map and pooled features of the loaded candidate on ``x``.
+
+        ``dtype`` runs the pass under autocast (bf16), as the Scorer does for built students.
+        On CUDA with graphs the returned tensors are copies, so a later replay cannot change them.
+        """
+        if self.arch is None:
+            raise DiswotError("load(arch, seed) a candidate before asking for its features")
+        if not self.cuda_graphs:
+            return self._eager(x, dtype)
+        key = (x.data_ptr(), tuple(x.shape), x.dtype, dtype)
+        captured = self._graphs.get(key)
+        if captured is None:
+            try:
+                captured = self._graphs[key] = self._capture(x, dtype)
+            except RuntimeError as e:  # a PyTorch/driver without capture support for some op
+                return self._stop_graphs(
+                    f"capturing it failed ({str(e).splitlines()[0]})", x, dtype
+                )
+        captured.graph.replay()
+        out = Features(*(t.clone() for t in captured.outputs))
+        if captured.checks_left:
+            # The first replays of each graph are checked against the plain pass, bit for bit: a
+            # graph that replays wrongly is dropped, never trusted.
+            captured.checks_left -= 1
+            ref = self._eager(x, dtype)
+            if not all(_same(a, b) for a, b in zip(out, ref)):
+                return self._stop_graphs("a replay differed from the plain forward", x, dtype)
+        return out
+
+    def _eager(self, x: Tensor, dtype: torch.dtype | None) -> Features:
+        with _autocast(x.device, dtype):
+            return self._forward(x, self._select_op)
+
+    def _stop_graphs(self, why: str, x: Tensor, dtype: torch.dtype | None) -> Features:
+        """Score without graphs from now on (the plain pass: the same numbers, more launches)."""
+        print(f"diswot: note: CUDA graph of the NB201 supernet off: {why}", file=sys.stderr)
+        self.cuda_graphs = False
+        self._graphs.clear()
+        return self._eager(x, dtype)
+
+    def _capture(self, x: Tensor, dtype: torch.dtype | None) -> _Captured:
+        # Warm up on a side stream (cuDNN picks and loads its kernels), then capture. The autocast
+        # cache must be off inside a graph: cached casts would be stale on replay.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), _autocast(x.device, dtype):
+            self._forward(x, self._masked_op)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), _autocast(x.device, dtype):
+            outputs = self._forward(x, self._masked_op)
+        return _Captured(graph, x, outputs)
+
+    def masked_features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
+        """The masked supernet pass without a graph (what a graph replays); for tests and timing."""
+        if not self.cuda_graphs:  # load() keeps the device mask only for graphs
+            self._mask.zero_()
+            for k, op in enumerate(self.ops):
+                self._mask[k, OPS.index(op)] = True
+        with _autocast(x.device, dtype):
+            return self._forward(x, self._masked_op)
+
+    def _conv_bn(self, x: Tensor, key: tuple, stride: int = 1) -> Tensor:
+        w = self._weights[key]
+        y = F.conv2d(x, w, None, stride, w.shape[-1] // 2)
+        weight, bias, mean, var = self._bn[w.shape[0]]
+        return F.batch_norm(y, mean, var, weight, bias, True, _BN_MOMENTUM, _BN_EPS)
+
+    def _select_op(
+        self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int
+    ) -> Tensor:
+        """Edge ``k``'s output, running only the candidate's op (host-side choice)."""
+        op = self.ops[k]
+        if op == "none":
+            return x.mul(0.0)
+        if op == "skip_connect":
+            return x
+        if op == "avg_pool_3x3":
+            return F.avg_pool2d(x, 3, 1, 1, False, False)
+        if src not in relu:
+            relu[src] = F.relu(x)
+        return self._conv_bn(relu[src], (index, k, op))
+
+    def _masked_op(
+        self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int
+    ) -> Tensor:
+        """Edge ``k``'s output, running every op and selecting on the device mask."""
+        if src not in relu:
+            relu[src] = F.relu(x)
+        sel = self._select[k]
+        out = x.mul(0.0)
+        out = torch.where(sel[1], x, out)
+        out = torch.where(sel[2], self._conv_bn(relu[src], (index, k, "nor_conv_1x1")), out)
+        out = torch.where(sel[3], self._conv_bn(relu[src], (index, k, "nor_conv_3x3")), out)
+        return torch.where(sel[4], F.avg_pool2d(x, 3, 1, 1, False, False), out)
+
+    def _forward(self, x: Tensor, edge) -> Features:  # noqa: ANN001 - one of the two edge methods
+        # NB201Network.forward, functionally, with the same ops in the same order.
+        x = self._conv_bn(x, ("stem",))
+        for item in self._plan:
+            if item[0] == "reduction":
+                index = item[1]
+                branch = self._conv_bn(F.relu(x), ("a", index), stride=2)
+                branch = self._conv_bn(F.relu(branch), ("b", index))
+                short = F.conv2d(
+                    F.avg_pool2d(x, 2, 2, 0, False, True), self._weights[("down", index)]
+                )
+                x = short + branch
+                continue
+            index = item[1]
+            nodes = [x]
+            relu: dict[int, Tensor] = {}
+            for node in (1, 2, 3):
+                total = None
+                for k, (dst, src) in enumerate(EDGES):
+                    if dst == node:
+                        y = edge(index, k, nodes[src], relu, src)
+                        total = y if total is None else total + y
+                nodes.append(total)
+            x = nodes[3]
+        weight, bias, mean, var = self._bn[self._final_width]
+        feature_map = F.relu(F.batch_norm(x, mean, var, weight, bias, True, _BN_MOMENTUM, _BN_EPS))
+        pooled = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
+        logits = F.linear(pooled, self._weights[("classifier",)], self._bias)
+        return Features(logits, feature_map, pooled)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal values, NaN matching NaN (a cell whose activations overflow scores NaN either way)."""
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)

@@ -1,0 +1,147 @@
+"""``--engine supernet``: NB201 cells scored from one preallocated weight store, no construction.
+
+The engine is only worth having if it changes nothing: its features must equal a built network's
+bit for bit, for both of its forwards (the host-selected one and the masked one a CUDA graph
+replays), in both memory formats and under bf16, and every scoring path must give the modules
+engine's scores.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from diswot.errors import DiswotError
+from diswot.features import FeatureExtractor
+from diswot.models import init_weights
+from diswot.models.nb201 import OPS, NB201Network, format_arch
+from diswot.models.nb201_supernet import NB201Supernet
+from diswot.probe import Scorer, check_engine
+from diswot.rank import run_rank
+from diswot.search import run_search
+from diswot.spaces import get_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _archs() -> list[str]:
+    # Every op on every edge at least once, plus cells whose output is all zeros or all convs.
+    rng = random.Random(0)
+    archs = [format_arch([OPS[(k + shift) % 5] for k in range(6)]) for shift in range(5)]
+    archs += [format_arch([op] * 6) for op in ("none", "nor_conv_3x3")]
+    return archs + [format_arch([rng.choice(OPS) for _ in range(6)]) for _ in range(3)]
+
+
+def _built_features(arch: str, seed: int, x: torch.Tensor, channels_last: bool, dtype):
+    net = init_weights(NB201Network(arch, num_classes=10), "gaussian", seed)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), autocast:
+        return FeatureExtractor(net)(x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_both_forwards_equal_a_built_network_bit_for_bit(channels_last: bool, dtype) -> None:
+    sn = NB201Supernet(10, channels_last=channels_last)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for i, arch in enumerate(_archs()):  # one store, loaded again and again: nothing may leak
+        want = _built_features(arch, 100 + i, x, channels_last, dtype)
+        sn.load(arch, 100 + i)
+        with torch.no_grad():
+            for got in (sn.features(x, dtype), sn.masked_features(x, dtype)):
+                for a, b in zip(got, want):
+                    assert a.dtype == b.dtype and torch.equal(a, b), arch
+
+
+def test_load_draws_a_fresh_builds_weights_in_its_order() -> None:
+    arch = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"
+    sn = NB201Supernet(100)
+    sn.load(arch, 42)
+    net = init_weights(NB201Network(arch, num_classes=100), "gaussian", 42)
+    convs = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    slots = [sn._weights[key] for key in sn._draw_order(sn.ops)]
+    assert len(slots) == len(convs)
+    assert all(torch.equal(a, b) for a, b in zip(slots, convs))
+
+
+def test_features_before_load_and_bad_arch_are_one_line_errors() -> None:
+    sn = NB201Supernet(10)
+    with pytest.raises(DiswotError, match="load"):
+        sn.features(torch.zeros(2, 3, 16, 16))
+    with pytest.raises(DiswotError, match="unknown op"):
+        sn.load("|conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|", 0)
+    with pytest.raises(DiswotError, match="CUDA graphs need a CUDA device"):
+        NB201Supernet(10, cuda_graphs=True)
+
+
+def test_engine_choice_and_refusals() -> None:
+    nb201, s1 = get_space("nb201"), get_space("s1")
+    assert Scorer.for_space(nb201, None, num_classes=10).engine == "supernet"  # auto
+    assert Scorer.for_space(nb201, None, num_classes=10, init="default").engine == "modules"
+    assert Scorer.for_space(s1, None).engine == "modules"
+    assert Scorer.for_space(nb201, None, num_classes=10, engine="modules").engine == "modules"
+    with pytest.raises(DiswotError, match="nb201 space only; use --engine modules"):
+        Scorer.for_space(s1, None, engine="supernet")
+    with pytest.raises(DiswotError, match="gaussian init only"):
+        check_engine("supernet", nb201.supernet, "default")
+    with pytest.raises(DiswotError, match="unknown engine 'fast'"):
+        check_engine("fast", None, "gaussian")
+    with pytest.raises(DiswotError, match="drop the student"):
+        Scorer(None, engine="supernet", supernet=nb201.supernet, student_feature="lastact")
+    with pytest.raises(DiswotError, match="nb201 space only"):  # before any work
+        run_rank("s1", engine="supernet", sample=4, progress=False)
+
+
+def test_rank_and_search_scores_equal_the_modules_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    archs = _archs()[:6]
+    kw = dict(teacher="resnet20", proxies=["diswot", "ms", "mr", "kd", "params", "nwot"],
+              seeds=2, batch_size=8, archs=archs, progress=False)  # fmt: skip
+    built: list[str] = []
+    real = Scorer.build
+
+    def build(self, spec, seed, *, teacher=False):
+        built.append("teacher" if teacher else spec)
+        return real(self, spec, seed, teacher=teacher)
+
+    monkeypatch.setattr(Scorer, "build", build)
+    modules = run_rank("nb201", engine="modules", **kw).scores
+    built.clear()
+    supernet = run_rank("nb201", engine="supernet", **kw).scores
+    assert supernet == modules  # exact, NaN-free here
+    assert not any(
+        math.isnan(v) for a in supernet for s in supernet[a] for v in supernet[a][s].values()
+    )
+    # nwot reads a built network; the DisWOT and kd values came from the supernet.
+    assert built.count("teacher") == 2
+    built.clear()
+    run_rank("nb201", engine="supernet", **{**kw, "proxies": ["diswot", "kd", "params"]})
+    assert built == ["teacher", "teacher"]  # no student was built at all
+
+    skw = dict(teacher="resnet20", cycles=12, population=6, sample_size=3, batch_size=8, seed=1)
+    a = run_search("nb201", engine="modules", **skw)
+    b = run_search("nb201", engine="supernet", **skw)
+    assert a.winner == b.winner
+    key = [(c["arch"], c["score"]) for c in a.candidates]
+    assert key == [(c["arch"], c["score"]) for c in b.candidates] and len(key) == 12
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replays_equal_the_plain_forward() -> None:
+    sn = NB201Supernet(10, device="cuda")
+    assert sn.cuda_graphs
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    for i, arch in enumerate(_archs()):
+        sn.load(arch, i)
+        with torch.no_grad():
+            got = sn.features(x)
+            want = sn._eager(x, None)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), arch
+    assert sn.cuda_graphs  # the built-in replay checks did not switch graphs off
