@@ -5,9 +5,10 @@ the next cell in place, as ``rank`` and ``search`` do); ``--engine supernet`` (t
 draws the same weights into one preallocated store and runs the forward functionally, on CUDA as
 one replayed CUDA graph. This times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
 ``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class count, batch
-64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine, and on
-CUDA also for the supernet without graphs. It reports how many scores equal the modules engine's
-exactly (they should all).
+64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine (taking
+turns cell by cell), and on CUDA also for the supernet without graphs; then the supernet's
+``load`` alone (the weight draws: its CPU side). It reports how many scores equal the modules
+engine's exactly (they should all).
 
     python benchmarks/engine.py --sample 100 --threads 1                 # CPU
     PYTHONPATH=src python3 benchmarks/engine.py --device cuda            # a GPU machine
@@ -27,6 +28,7 @@ import torch
 from _common import machine, nb201_scorer, sync
 
 from diswot.models.nb201 import all_archs
+from diswot.probe import Scorer
 
 
 def _ms(xs: list[float]) -> dict:
@@ -37,35 +39,52 @@ def _ms(xs: list[float]) -> dict:
     }
 
 
-def time_engine(
-    cells: list[str], engine: str, device: str, batch_size: int, graphs: bool = True
-) -> tuple[dict, dict[str, float]]:
-    """Seconds per ``evaluate`` call of one engine (the first cell is a warm-up) and the scores."""
+def _scorer(engine: str, device: str, batch_size: int, graphs: bool, first: str) -> Scorer:
     scorer = nb201_scorer(device, batch_size, engine=engine)
     scorer.teacher(0)
     if engine == "supernet" and not graphs:
-        scorer.supernet_for(cells[0]).cuda_graphs = False  # type: ignore[union-attr]
-    sync(device)
-    seconds, values = [], {}
-    for i, arch in enumerate(cells):
-        t0 = time.perf_counter()
-        values[arch] = scorer.evaluate(arch, ["diswot"], 0)["diswot"]  # reading it synchronises
-        if i:  # the first cell pays cuDNN heuristics, graph capture and the allocator's warm-up
-            seconds.append(time.perf_counter() - t0)
-    return _ms(seconds), values
+        scorer.supernet_for(first).cuda_graphs = False  # type: ignore[union-attr]
+    return scorer
 
 
 def measure(cells: list[str], device: str, batch_size: int) -> dict:
-    """Every engine on ``cells``; on CUDA the supernet with and without graphs."""
-    runs = [("modules", "modules", True), ("supernet", "supernet", True)]
+    """Every engine on ``cells``; on CUDA the supernet with and without graphs.
+
+    The engines take turns cell by cell, so a machine that slows down or speeds up during the run
+    (a shared host) weighs on all of them alike. The first cell is a warm-up for each (cuDNN
+    heuristics, graph capture, the allocator).
+    """
+    runs = {"modules": ("modules", True), "supernet": ("supernet", True)}
     if device.startswith("cuda"):
-        runs.append(("supernet_no_graphs", "supernet", False))
+        runs["supernet_no_graphs"] = ("supernet", False)
+    scorers = {name: _scorer(e, device, batch_size, g, cells[0]) for name, (e, g) in runs.items()}
+    sync(device)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    values: dict[str, dict[str, float]] = {name: {} for name in runs}
+    for i, arch in enumerate(cells):
+        for name, scorer in scorers.items():
+            t0 = time.perf_counter()
+            # Reading the score synchronises, so the time is the whole candidate's.
+            values[name][arch] = scorer.evaluate(arch, ["diswot"], 0)["diswot"]
+            if i:
+                seconds[name].append(time.perf_counter() - t0)
     out: dict = {"cells": len(cells) - 1}
-    ref: dict[str, float] = {}
-    for name, engine, graphs in runs:
-        times, values = time_engine(cells, engine, device, batch_size, graphs)
-        ref = ref or values
-        out[name] = {**times, "equal_to_modules": sum(values[a] == ref[a] for a in cells)}
+    ref = values["modules"]
+    for name in runs:
+        out[name] = {**_ms(seconds[name]), "equal_to_modules": sum(
+            values[name][a] == ref[a] for a in cells
+        )}  # fmt: skip
+    # The CPU side of a supernet candidate alone: drawing its weights (on CUDA, queuing the copy).
+    supernet = scorers["supernet"].supernet_for(cells[0])
+    assert supernet is not None
+    loads = []
+    for arch in cells[1:]:
+        t0 = time.perf_counter()
+        supernet.load(arch, 0)
+        loads.append(time.perf_counter() - t0)
+    sync(device)
+    out["supernet"]["load"] = _ms(loads)
+    for name in runs:
         print(f"{name}: {out[name]}", flush=True)
     return out
 
