@@ -13,9 +13,9 @@ still reports what it measured. Stages:
    the total, as median and p90 over ``--sample`` cells after a warm-up candidate; and how many
    scores the two ways agree on exactly.
 2. ``engine``: ``benchmarks/engine.py``: the same cells scored per candidate by each engine as
-   ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, with its CUDA graph;
-   and the supernet without graphs), median and p90, and how many scores equal the modules
-   engine's exactly. The stages before this one use the modules engine; the stages after it,
+   ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, with its CUDA graph
+   and its overlapped weight draws; and the supernet without each of those), median and p90, and
+   how many scores equal the modules engine's exactly. The stages before this one use the modules engine; the stages after it,
    which run ``rank``/``search``, use the default engine (the supernet on NB201).
 3. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
    scores and the largest relative difference (GPU kernels reduce in another order).

@@ -145,3 +145,57 @@ def test_cuda_graph_replays_equal_the_plain_forward() -> None:
             want = sn._eager(x, None)
         assert all(torch.equal(a, b) for a, b in zip(got, want)), arch
     assert sn.cuda_graphs  # the built-in replay checks did not switch graphs off
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prefetched_draws_give_the_same_features(channels_last: bool) -> None:
+    # The overlap path (CUDA's default) forced on the CPU: draws on a background thread into the
+    # spare store, including a wrong hint, which must change nothing.
+    archs = _archs()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    plain = NB201Supernet(10, channels_last=channels_last)
+    fast = NB201Supernet(10, channels_last=channels_last, overlap=True)
+    assert not plain.overlap and fast.overlap
+    fast.prefetch(archs[0], 0)
+    for i, arch in enumerate(archs):
+        plain.load(arch, i)
+        fast.load(arch, i)
+        if i + 1 < len(archs):  # every third hint names the wrong seed
+            fast.prefetch(archs[i + 1], i + 1 + (i % 3 == 0))
+        with torch.no_grad():
+            want, got = plain.features(x), fast.features(x)
+        assert all(torch.equal(a, b) for a, b in zip(want, got)), arch
+    assert fast._pool is not None and plain._pool is None
+
+
+def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = Scorer(None, num_classes=10)
+    scorer.expect([("a", 0), ("a", 1), ("b", 0), ("c", 0)])
+    assert scorer._upcoming("a", 0) == ("a", 1)
+    assert scorer._upcoming("b", 0) == ("c", 0)  # ("a", 1) was skipped
+    assert scorer._upcoming("z", 0) is None  # not in the list: no hint, list kept
+    assert scorer._upcoming("c", 0) is None  # the last one
+    # rank with the overlap forced on (CUDA's default) gives the modules engine's scores.
+    nb201 = get_space("nb201")
+    real = type(nb201).supernet
+
+    def overlapping(self, num_classes, device, channels_last):
+        sn = real(self, num_classes, device, channels_last)
+        sn.overlap = True
+        return sn
+
+    monkeypatch.setattr(type(nb201), "supernet", overlapping)
+    used: list[bool] = []
+    real_load = NB201Supernet.load
+
+    def load(self, arch, seed):
+        used.append(self._pending is not None and self._pending[:2] == (arch, seed))
+        return real_load(self, arch, seed)
+
+    monkeypatch.setattr(NB201Supernet, "load", load)
+    kw = dict(teacher="resnet20", proxies=["diswot", "ms", "mr"], seeds=2, batch_size=8,
+              archs=_archs()[:5], progress=False)  # fmt: skip
+    assert run_rank("nb201", **kw).scores == run_rank("nb201", engine="modules", **kw).scores
+    assert used == [False] + [True] * 9  # every evaluation after the first was prefetched

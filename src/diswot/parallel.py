@@ -78,6 +78,7 @@ def score_chunk(scorer, chunk: Sequence[Task]) -> list[Record]:
     from diswot.rank import evaluate_timed
 
     out: list[Record] = []
+    scorer.expect((arch, seed) for arch, seed, _ in chunk)
     for arch, seed, need in chunk:
         values, secs = evaluate_timed(scorer, arch, need, seed)
         out.append((arch, seed, values, secs))

@@ -13,6 +13,7 @@ architecture is a *different* random network, as in the paper.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -101,6 +102,9 @@ class Supernet(Protocol):
 
     def features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
         """The current candidate's features on ``x`` (under autocast to ``dtype`` if given)."""
+
+    def prefetch(self, arch: str, seed: int) -> None:
+        """A hint: ``load(arch, seed)`` comes next, its weights may be prepared meanwhile."""
 
 
 def check_engine(engine: str, supernet: object | None, init: str) -> None:
@@ -240,6 +244,9 @@ class StudentProbe:
         supernet = self.scorer.supernet_for(self.student)
         if supernet is not None:  # the same features without building the student
             supernet.load(self.student, self.init_seed)  # type: ignore[arg-type]  # a str here
+            upcoming = self.scorer._upcoming(self.student, self.seed)  # type: ignore[arg-type]
+            if upcoming is not None:  # its weights are drawn while this one is scored
+                supernet.prefetch(upcoming[0], _seed_of(upcoming[1], 2))
             with strict_fp32(), torch.no_grad():
                 f = supernet.features(self.inputs, PRECISIONS[self.scorer.precision])
         else:
@@ -398,6 +405,7 @@ class Scorer:
         self.rebuilder = rebuilder
         #: (student, network) of the last evaluation, for the next one to recycle.
         self._spare: tuple[str, nn.Module] | None = None
+        self._expected: collections.deque[tuple[str, int]] = collections.deque()
 
     @classmethod
     def for_space(cls, space: object, teacher: str | nn.Module | None, **kwargs: object) -> Scorer:
@@ -590,6 +598,25 @@ class Scorer:
         ):
             self._spare = (probe.student, model)
 
+    def expect(self, evaluations: Iterable[tuple[StudentLike, int]]) -> None:
+        """The ``(student, seed)`` evaluations that will follow, in order (``rank`` gives its
+        whole to-do list). Only a hint: with the supernet engine on CUDA, the next candidate's
+        weights are then drawn on a CPU thread while the GPU scores the current one. Evaluating
+        in another order is still correct, just not overlapped."""
+        self._expected = collections.deque(
+            (s, int(seed)) for s, seed in evaluations if isinstance(s, str)
+        )
+
+    def _upcoming(self, student: str, seed: int) -> tuple[str, int] | None:
+        """Mark ``(student, seed)`` as evaluated in :meth:`expect`'s list; the one after it."""
+        queue = self._expected
+        for i in range(min(len(queue), 4)):  # tolerate a few skipped entries, not a reordering
+            if queue[i] == (student, seed):
+                for _ in range(i + 1):
+                    queue.popleft()
+                return queue[0] if queue else None
+        return None
+
     def evaluate(self, student: StudentLike, proxies: Iterable[str], seed: int) -> dict[str, float]:
         """Values of ``proxies`` for one student and one seed; a failing proxy gives NaN, not a crash."""
         proxies = list(proxies)
@@ -608,6 +635,7 @@ class Scorer:
         """Evaluate ``proxies`` over every seed; returns means, stds and per-seed values."""
         proxies = list(proxies)
         t0 = time.perf_counter()
+        self.expect((student, s) for s in self.seeds)
         per_seed = []
         info: dict[str, str] = {}
         for s in self.seeds:

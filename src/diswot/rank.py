@@ -637,6 +637,7 @@ def run_rank(
     if out:
         _write_run_folder(out, plan)
     if scorer is not None:
+        scorer.expect((a, s) for a, s, _ in todo)
         stream = ((a, s, *evaluate_timed(scorer, a, need, s)) for a, s, need in todo)
     else:
         from diswot.parallel import ScorerRecipe, score_stream

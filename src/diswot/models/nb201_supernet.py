@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,16 @@ _KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 # Which edges read each node (edge order of diswot.models.nb201.EDGES).
 _READERS = {src: [k for k, (_, s) in enumerate(EDGES) if s == src] for src in range(3)}
+
+
+@dataclass
+class _HostBuffer:
+    """One host store of every weight slot, and the op mask, with the event of its last copy."""
+
+    flat: Tensor
+    slots: dict[tuple, Tensor]
+    mask: Tensor
+    copied: torch.cuda.Event | None
 
 
 @dataclass
@@ -67,6 +78,8 @@ class NB201Supernet:
         channels_last: hold conv weights in the channels-last format (as the Scorer holds built
             networks on the CPU), so the convolutions see the layouts a built network has.
         cuda_graphs: capture the masked forward as a CUDA graph (``None``: on CUDA).
+        overlap: let :meth:`prefetch` draw the next candidate's weights on a background thread
+            while the device scores the current one (``None``: on CUDA).
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class NB201Supernet:
         device: str | torch.device = "cpu",
         channels_last: bool = False,
         cuda_graphs: bool | None = None,
+        overlap: bool | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.device = torch.device(device)
@@ -108,26 +122,20 @@ class NB201Supernet:
         shapes[("classifier",)] = (num_classes, c_prev)
         self._final_width = c_prev
 
-        # Host store: every slot a contiguous view of one flat buffer, so the draws go straight
+        # Host stores: every slot a contiguous view of one flat buffer, so the draws go straight
         # into place and a CUDA device store is refreshed by one copy. Pinned for async copies.
-        total = sum(_numel(s) for s in shapes.values())
-        pin = self.device.type == "cuda"
-        self._host_flat = torch.empty(total, dtype=torch.float32, pin_memory=pin)
-        self._host: dict[tuple, Tensor] = {}
-        offset = 0
-        for key, shape in shapes.items():
-            n = _numel(shape)
-            self._host[key] = self._host_flat[offset : offset + n].view(shape)
-            offset += n
-        self._host_flat.zero_()  # unused slots hold finite numbers from the start
+        # Two of them, so the next candidate's weights can be drawn (prefetch) while the current
+        # ones are still being copied or read.
+        self._total = sum(_numel(s) for s in shapes.values())
+        self._shapes = shapes
+        self._buffers = [self._host_buffer(), self._host_buffer()]
+        self._current = 0
 
-        # Device store. On a CPU without channels-last it *is* the host store (nothing to copy).
+        # Device store. On a CPU without channels-last it *is* the current host store.
         self._shared_store = self.device.type == "cpu" and not channels_last
-        if self._shared_store:
-            self._weights = self._host
-            self._dev_flat = self._host_flat
-        else:
-            self._dev_flat = torch.zeros(total, dtype=torch.float32, device=self.device)
+        self._weights: dict[tuple, Tensor] = self._buffers[0].slots
+        if not self._shared_store:
+            self._dev_flat = torch.zeros(self._total, dtype=torch.float32, device=self.device)
             self._weights = {}
             offset = 0
             for key, shape in shapes.items():
@@ -141,7 +149,6 @@ class NB201Supernet:
                     )
                 self._weights[key] = view
                 offset += n
-        self._copied = torch.cuda.Event() if self.device.type == "cuda" else None
 
         # BatchNorm constants per width (scale 1, shift 0) and running statistics, which train-mode
         # BatchNorm updates but never reads; the classifier's bias is 0 as after init_weights.
@@ -159,13 +166,32 @@ class NB201Supernet:
         self._bias = torch.zeros(num_classes, device=dev)
 
         # Op selection of the masked forward: row k is the one-hot op of edge k (OPS order).
-        self._mask_host = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, pin_memory=pin)
         self._mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, device=dev)
         self._select = [[self._mask[k, j] for j in range(len(OPS))] for k in range(len(EDGES))]
         self._graphs: dict[tuple, _Captured] = {}
         self._gen = torch.Generator(device="cpu")
+        #: Draw the next candidate's weights on a background thread (``prefetch``); ``None``: on
+        #: CUDA, where the host is otherwise idle while the device scores.
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self._pool: ThreadPoolExecutor | None = None
+        self._bg_gen = torch.Generator(device="cpu")  # the thread's own: generators are not shared
+        self._pending: tuple[str, int, int, Future] | None = None
         self.arch: str | None = None
         self.ops: tuple[str, ...] = ()
+
+    def _host_buffer(self) -> _HostBuffer:
+        pin = self.device.type == "cuda"
+        flat = torch.zeros(
+            self._total, dtype=torch.float32, pin_memory=pin
+        )  # finite from the start
+        slots, offset = {}, 0
+        for key, shape in self._shapes.items():
+            n = _numel(shape)
+            slots[key] = flat[offset : offset + n].view(shape)
+            offset += n
+        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, pin_memory=pin)
+        event = torch.cuda.Event() if pin else None
+        return _HostBuffer(flat, slots, mask, event)
 
     # -- weights ---------------------------------------------------------------------------------
     def _draw_order(self, ops: tuple[str, ...]) -> list[tuple]:
@@ -179,6 +205,39 @@ class NB201Supernet:
         order.append(("classifier",))
         return order
 
+    def _draw(
+        self, buf: _HostBuffer, ops: tuple[str, ...], seed: int, gen: torch.Generator
+    ) -> None:
+        if buf.copied is not None:
+            buf.copied.synchronize()  # its last copy to the device has left it
+        gen.manual_seed(seed)
+        for key in self._draw_order(ops):
+            buf.slots[key].normal_(generator=gen)
+        buf.mask.zero_()
+        for k, op in enumerate(ops):
+            buf.mask[k, OPS.index(op)] = True
+
+    def prefetch(self, arch: str, seed: int) -> None:
+        """Start drawing ``arch``'s weights under ``seed`` into the spare host store, on a
+        background thread, so that a following ``load(arch, seed)`` only swaps stores.
+
+        A hint only: a ``load`` of anything else draws as usual. The thread has its own generator,
+        seeded the same way, so the weights are the same numbers. No-op unless :attr:`overlap`.
+        """
+        if not self.overlap:
+            return
+        if self._pending is not None:
+            if self._pending[:2] == (arch, seed):
+                return
+            self._pending[3].result()  # at most one draw in flight: the spare store is one
+            self._pending = None
+        ops = parse_arch(arch)
+        spare = 1 - self._current
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="diswot-supernet-draws")
+        job = self._pool.submit(self._draw, self._buffers[spare], ops, seed, self._bg_gen)
+        self._pending = (arch, seed, spare, job)
+
     def load(self, arch: str, seed: int) -> None:
         """Make ``arch`` under init seed ``seed`` the current candidate.
 
@@ -186,25 +245,26 @@ class NB201Supernet:
         built ``NB201Network(arch)`` under ``seed``: same generator, same order, same shapes.
         """
         ops = parse_arch(arch)
-        if self._copied is not None:
-            self._copied.synchronize()  # the previous candidate's copy has left the host buffer
-        order = self._draw_order(ops)
-        self._gen.manual_seed(seed)
-        for key in order:
-            self._host[key].normal_(generator=self._gen)
-        if not self._shared_store:
-            if self.channels_last:
-                for key in order:
-                    self._weights[key].copy_(self._host[key], non_blocking=True)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[3].result()  # finished (and its errors raised) before its store is used
+        if pending is not None and pending[:2] == (arch, seed):
+            self._current = pending[2]
+        else:
+            self._draw(self._buffers[self._current], ops, seed, self._gen)
+        buf = self._buffers[self._current]
+        with self._on_device():  # copies and event on this device's stream (cuda:1 too)
+            if self._shared_store:
+                self._weights = buf.slots
+            elif self.channels_last:
+                for key in self._draw_order(ops):
+                    self._weights[key].copy_(buf.slots[key], non_blocking=True)
             else:
-                self._dev_flat.copy_(self._host_flat, non_blocking=True)
-        if self.cuda_graphs:
-            self._mask_host.zero_()
-            for k, op in enumerate(ops):
-                self._mask_host[k, OPS.index(op)] = True
-            self._mask.copy_(self._mask_host, non_blocking=True)
-        if self._copied is not None:
-            self._copied.record()
+                self._dev_flat.copy_(buf.flat, non_blocking=True)
+            if self.cuda_graphs:
+                self._mask.copy_(buf.mask, non_blocking=True)
+            if buf.copied is not None:
+                buf.copied.record()
         self.ops = ops
         self.arch = arch
 
@@ -219,6 +279,16 @@ class NB201Supernet:
             raise DiswotError("load(arch, seed) a candidate before asking for its features")
         if not self.cuda_graphs:
             return self._eager(x, dtype)
+        with self._on_device():
+            return self._replayed(x, dtype)
+
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """Make this supernet's GPU the current one (streams, events and graphs use it)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.cuda.device(self.device)
+
+    def _replayed(self, x: Tensor, dtype: torch.dtype | None) -> Features:
         key = (x.data_ptr(), tuple(x.shape), x.dtype, dtype)
         captured = self._graphs.get(key)
         if captured is None:
