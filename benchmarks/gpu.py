@@ -5,33 +5,37 @@ with 16 CPU cores; the first lease, with 4/8/15 workers, ran out at 8.4 minutes 
 pass). Every stage appends its figures to ``--out/gpu.json`` as soon as it ends, so a run cut short
 still reports what it measured. Stages:
 
-1. ``serial_fresh_builds`` and ``serial``: the in-process path on the GPU (teacher ResNet-56
-   cached, batch 64, CIFAR-100 class count), first building every student from scratch, then as
-   ``rank``/``search`` run it (each finished network retargeted to the next cell in place). Per
-   candidate: *build* (construct or retarget, initialise on the CPU, move to the GPU), *score*
-   (one forward of the resident student plus the metric; reading the floats synchronises), and
-   the total, as median and p90 over ``--sample`` cells after a warm-up candidate; and how many
-   scores the two ways agree on exactly.
+1. ``serial_fresh_builds`` and ``serial``: the in-process path on the GPU with built networks
+   (the ``modules`` engine; teacher ResNet-56 cached, batch 64, CIFAR-100 class count), first
+   building every student from scratch, then as ``rank``/``search`` ran it before the supernet
+   (each finished network retargeted to the next cell in place). Per candidate: *build*
+   (construct or retarget, initialise on the CPU, move to the GPU), *score* (one forward of the
+   resident student plus the metric; reading the floats synchronises), and the total, as median
+   and p90 over ``--sample`` cells after a warm-up candidate; and how many scores the two ways
+   agree on exactly.
 2. ``engine``: ``benchmarks/engine.py``: the same cells scored per candidate by each engine as
    ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, with its CUDA graph
    and its overlapped weight draws; and the supernet without each of those), median and p90, and
-   how many scores equal the modules engine's exactly. The stages before this one use the modules engine; the stages after it,
-   which run ``rank``/``search``, use the default engine (the supernet on NB201).
-3. ``cpu_agreement``: the same cells scored on the CPU. Kendall tau between the CPU and GPU
-   scores and the largest relative difference (GPU kernels reduce in another order).
-4. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
+   how many scores equal the modules engine's exactly. Every later stage runs ``rank`` or
+   ``search`` with the default engine (the supernet on NB201).
+3. ``search``: ``diswot search --device cuda`` for ``--search-cycles`` (1,000) candidates, serial
+   (aging evolution, population 36, tournament 8, no budget): the <= 15 s target.
+4. ``full``: all 15,625 cells with ``--full-workers`` processes (default 1, the fast path on one
+   GPU; ``--no-full`` skips it): the <= 2 minute target, and Kendall tau of DisWOT, M_s, M_r
+   against CIFAR-100 accuracy.
+5. ``cpu_agreement``: the serial stage's cells scored on the CPU. Kendall tau between the CPU and
+   GPU scores and the largest relative difference (GPU kernels reduce in another order).
+6. ``precision`` and ``seed_stacking``: ``benchmarks/precision.py``'s fp32-vs-bf16 comparison
    (agreement, Kendall vs accuracy, ms per candidate) under the gaussian init on ``--agree``
    cells, and fp32 in the channels-last layout (the CPU default, off on CUDA); and
-   ``benchmarks/seed_stacking.py``'s one seed at a time against vmapped seeds (3 seeds).
-5. ``workers``: ``diswot rank --device cuda --workers K`` (K processes, each building students
-   on its own core and scoring on the shared GPU) on ``--rank-sample`` cells for each K in
-   ``--workers``: wall time (start-up included), candidates/s, and whether the scores equal the
-   serial GPU ones where the cells overlap.
-6. ``full``: all 15,625 cells with the best K (``--no-full`` skips it): wall time and Kendall tau
-   of DisWOT, M_s, M_r against CIFAR-100 accuracy.
-7. ``search``: ``diswot search --device cuda`` for 1,000 candidates (aging evolution, population
-   36, tournament 8, no budget) with the best K in flight, and a serial 200-candidate search for
-   the serial rate.
+   ``benchmarks/seed_stacking.py``'s one seed at a time against vmapped seeds (3 seeds); both
+   with built networks.
+7. ``workers``: ``diswot rank --device cuda --workers K`` (K processes scoring on the shared GPU)
+   on ``--rank-sample`` cells for each K in ``--workers``: wall time (start-up included),
+   candidates/s, and whether the scores equal the serial GPU ones where the cells overlap; then
+   ``search`` with K in flight for the largest K (``--search-cycles`` candidates).
+
+The targets come first, so a lease that runs out still measures them.
 
     PYTHONPATH=src python3 benchmarks/gpu.py --out runs/gpu          # on a GPU machine
     python benchmarks/gpu.py --device cpu --threads 1 --batch-size 16 --sample 120 --only-serial
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -192,9 +197,9 @@ def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -
 
 
 def full(args: argparse.Namespace, k: int) -> dict:
-    res, wall = _rank(
-        args, all_archs()[: args.full_cells], "diswot,ms,mr", k, out_dir=Path(args.out) / "full"
-    )
+    folder = Path(args.out) / "full"
+    shutil.rmtree(folder, ignore_errors=True)  # a timing must score every cell, not resume
+    res, wall = _rank(args, all_archs()[: args.full_cells], "diswot,ms,mr", k, out_dir=folder)
     kendall = {
         c["proxy"]: round(c["kendall"], 4) for c in res.correlations if c["target"] == TARGET
     }
@@ -207,33 +212,31 @@ def full(args: argparse.Namespace, k: int) -> dict:
     }
 
 
-def search(args: argparse.Namespace, k: int) -> dict:
-    out = {}
-    for name, kw in (
-        ("serial", dict(cycles=args.serial_cycles)),
-        (f"workers{k}", dict(cycles=args.search_cycles, workers=k)),
-    ):
-        t0 = time.perf_counter()
-        res = run_search(
-            "nb201",
-            teacher=TEACHER,
-            target=TARGET,
-            batch_size=args.batch_size,
-            device=args.device,
-            algorithm="evolution",
-            seed=0,
-            **kw,
-        )
-        wall = time.perf_counter() - t0
-        out[name] = {
-            "cycles": res.n_scored,
-            "wall_s": round(wall, 2),
-            "loop_s": round(res.loop_seconds, 2),
-            "candidates_per_s": round(res.n_scored / wall, 1),
-            "winner": res.winner["arch"],
-            "winner_cifar100": res.ground_truth.get(TARGET),
-        }
-        print(f"search {name}: {out[name]}", flush=True)
+def search(args: argparse.Namespace, k: int = 1) -> dict:
+    """A ``--search-cycles`` search, serial (``k == 1``) or with ``k`` candidates in flight."""
+    t0 = time.perf_counter()
+    res = run_search(
+        "nb201",
+        teacher=TEACHER,
+        target=TARGET,
+        batch_size=args.batch_size,
+        device=args.device,
+        algorithm="evolution",
+        seed=0,
+        cycles=args.search_cycles,
+        workers=k,
+    )
+    wall = time.perf_counter() - t0
+    out = {
+        "workers": k,
+        "cycles": res.n_scored,
+        "wall_s": round(wall, 2),
+        "loop_s": round(res.loop_seconds, 2),
+        "candidates_per_s": round(res.n_scored / wall, 1),
+        "winner": res.winner["arch"],
+        "winner_cifar100": res.ground_truth.get(TARGET),
+    }
+    print(f"search workers {k}: {out}", flush=True)
     return out
 
 
@@ -250,7 +253,7 @@ def main() -> None:
     p.add_argument("--full-cells", type=int, default=15625)
     p.add_argument("--no-full", action="store_true")
     p.add_argument("--search-cycles", type=int, default=1000)
-    p.add_argument("--serial-cycles", type=int, default=200)
+    p.add_argument("--full-workers", type=int, default=1, help="processes of the full pass")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     p.add_argument(
         "--only-serial",
@@ -262,7 +265,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.sample, args.agree, args.rank_sample, args.workers = 6, 4, 8, [1, 2]
-        args.full_cells, args.search_cycles, args.serial_cycles = 12, 8, 4
+        args.full_cells, args.search_cycles = 12, 8
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -294,15 +297,15 @@ def main() -> None:
     if args.only_serial:
         return
     save("engine", engine_stage(args, cells[: args.sample + 1]))
+    save("search", search(args))
+    if not args.no_full:
+        save("full", full(args, args.full_workers))
     save("cpu_agreement", cpu_agreement(args, values, args.agree))
     save("precision", precision_stage(args, cells[: args.agree]))
     save("seed_stacking", stacking_stage(args, cells[: args.agree // 3 + 1]))
-    wk = workers(args, cells[: args.rank_sample], values)
-    save("workers", wk)
-    best = max(wk, key=lambda k: wk[k]["candidates_per_s"])
-    if not args.no_full:
-        save("full", full(args, int(best)))
-    save("search", search(args, int(best)))
+    save("workers", workers(args, cells[: args.rank_sample], values))
+    if max(args.workers) > 1:
+        save("search_in_flight", search(args, max(args.workers)))
 
 
 if __name__ == "__main__":
