@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ from diswot.features import Features
 from diswot.models.nb201 import EDGES, OPS, parse_arch
 
 __all__ = ["NB201Supernet"]
+
+#: An edge's output: (cell index, edge, its input, the cell's ReLU cache by source node, source).
+_Edge = Callable[[int, int, Tensor, dict[int, Tensor], int], Tensor]
 
 _KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 # nn.BatchNorm2d's defaults, which every BatchNorm of NB201Network uses.
@@ -376,8 +380,9 @@ class NB201Supernet:
         out = torch.where(sel[3], self._conv_bn(relu[src], (index, k, "nor_conv_3x3")), out)
         return torch.where(sel[4], F.avg_pool2d(x, 3, 1, 1, False, False), out)
 
-    def _forward(self, x: Tensor, edge) -> Features:  # noqa: ANN001 - one of the two edge methods
-        # NB201Network.forward, functionally, with the same ops in the same order.
+    def _forward(self, x: Tensor, edge: _Edge) -> Features:
+        """NB201Network.forward, functionally, with the same ops in the same order; ``edge`` is
+        :meth:`_select_op` or :meth:`_masked_op`."""
         x = self._conv_bn(x, ("stem",))
         for item in self._plan:
             if item[0] == "reduction":
