@@ -199,3 +199,21 @@ def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
               archs=_archs()[:5], progress=False)  # fmt: skip
     assert run_rank("nb201", **kw).scores == run_rank("nb201", engine="modules", **kw).scores
     assert used == [False] + [True] * 9  # every evaluation after the first was prefetched
+
+
+def test_run_folders_record_the_engine_in_use(tmp_path) -> None:
+    import json
+
+    kw = dict(
+        teacher="resnet20", proxies="diswot", batch_size=4, archs=_archs()[:2], progress=False
+    )
+    run_rank("nb201", out_dir=tmp_path / "a", **kw)
+    run_rank("nb201", out_dir=tmp_path / "a", engine="modules", **kw)  # not a fixed setting
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())["settings"]
+    assert settings["engine"] == "modules"
+    run_rank("s1", out_dir=tmp_path / "b", teacher="resnet20", proxies="diswot", batch_size=4,
+             archs=["111", "333"], progress=False)  # fmt: skip
+    settings = json.loads((tmp_path / "b" / "settings.json").read_text())["settings"]
+    assert settings["engine"] == "modules"  # auto, resolved: S1 has no supernet
+    res = run_search("nb201", teacher="resnet20", cycles=3, batch_size=4, out_dir=tmp_path / "c")
+    assert res.settings["engine"] == "supernet"

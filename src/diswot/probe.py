@@ -124,6 +124,20 @@ def check_engine(engine: str, supernet: object | None, init: str) -> None:
             )
 
 
+def resolve_engine(
+    engine: str, supernet: object | None, init: str, custom_hooks: bool = False
+) -> str:
+    """The engine a run uses (``auto`` resolved), after :func:`check_engine`'s refusals."""
+    check_engine(engine, supernet, init)
+    if engine == "supernet" and custom_hooks:
+        raise DiswotError(
+            "--engine supernet computes the space's own features; drop the student "
+            "classifier/feature hooks or use --engine modules"
+        )
+    auto = engine == "auto" and supernet is not None and init == "gaussian" and not custom_hooks
+    return "supernet" if engine == "supernet" or auto else "modules"
+
+
 #: Values of run settings added after run folders were first written: a ``rank`` or ``search``
 #: folder that lacks one was written with this value (before ``--precision``, everything was fp32).
 SETTINGS_ADDED = {"precision": "fp32"}
@@ -358,26 +372,10 @@ class Scorer:
         if init not in ("gaussian", "default"):
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
         check_precision(precision)
-        check_engine(engine, supernet, init)
         custom_hooks = student_classifier is not None or student_feature is not None
-        if engine == "supernet" and custom_hooks:
-            raise DiswotError(
-                "--engine supernet computes the space's own features; drop the student "
-                "classifier/feature hooks or use --engine modules"
-            )
-        self.precision = precision
         #: The engine in use, ``auto`` resolved.
-        self.engine = (
-            "supernet"
-            if engine == "supernet"
-            or (
-                engine == "auto"
-                and supernet is not None
-                and init == "gaussian"
-                and not custom_hooks
-            )
-            else "modules"
-        )
+        self.engine = resolve_engine(engine, supernet, init, custom_hooks)
+        self.precision = precision
         self._supernet_factory = supernet
         self._supernet: Supernet | None = None
         self.device = resolve_device(device)

@@ -44,9 +44,9 @@ from diswot.errors import DiswotError
 from diswot.probe import (
     NUMERICAL_FAILURES,
     Scorer,
-    check_engine,
     check_precision,
     proxy_value,
+    resolve_engine,
     stored_setting,
 )
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
@@ -415,7 +415,7 @@ def _plan(
     if len(set(seed_list)) != len(seed_list):
         raise DiswotError("seeds must be distinct")
     check_precision(precision)  # before any work, also when only workers build a Scorer
-    check_engine(engine, getattr(sp, "supernet", None), init)
+    engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
     if teacher is None:
         teacher = sp.default_teacher or None
     elif teacher.lower() == "none":

@@ -951,10 +951,10 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
-    from diswot.probe import check_engine, check_precision
+    from diswot.probe import check_precision, resolve_engine
 
     check_precision(precision)
-    check_engine(engine, getattr(sp, "supernet", None), init)
+    engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
     # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
     device = str(resolve_device(device)) if backend == "local" else parse_device(device)
     teacher = sp.default_teacher if teacher is None else teacher
