@@ -218,6 +218,8 @@ class StudentProbe:
         self.seed = seed
         self.inputs, self.labels = scorer.batch(seed)
         self._owned_module = isinstance(student, nn.Module)
+        #: A finished evaluation's (student, network), recycled if this probe builds its student.
+        self._spare: tuple[str, nn.Module] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -239,12 +241,23 @@ class StudentProbe:
     def adopt(self, model: nn.Module) -> None:
         """Use ``model`` (a recycled network of the same architecture) as this probe's student,
         re-initialised under this probe's seed: the weights a fresh build would have."""
+        self.__dict__["model"] = self._adopted(model)
+
+    def _adopted(self, model: nn.Module) -> nn.Module:
         model = init_weights(model, self.scorer.init, self.init_seed)
         # A retargeted network holds newly built ops: give them the layout a fresh build has.
-        self.__dict__["model"] = self.scorer.layout(model)
+        return self.scorer.layout(model)
 
     @cached_property
     def model(self) -> nn.Module:
+        spare, self._spare = self._spare, None
+        if spare is not None:  # recycle the last evaluation's network (Scorer.evaluation_probe)
+            arch, model = spare
+            if arch != self.student:
+                rebuild = self.scorer.rebuilder
+                model = rebuild(model, self.student, self.num_classes) if rebuild else None  # type: ignore[arg-type]
+            if model is not None:
+                return self._adopted(model)
         return self.fresh_model()
 
     @cached_property
@@ -564,34 +577,25 @@ class Scorer:
 
         Either way the weights equal a fresh build's, bit for bit (tests/test_seed_reuse.py). Only
         evaluations whose proxies need no gradients hand networks on or take them, so a recycled
-        network carries no state but its rewritten weights.
+        network carries no state but its rewritten weights. The network is taken when the probe
+        first builds its student, so an evaluation that builds none (the supernet engine) hands
+        it on untouched.
         """
         probe = self.probe(student, seed)
         spare, self._spare = self._spare, None
-        if (
-            spare is None
-            or not isinstance(student, str)
-            or _needs_grad(proxies)
-            or self.supernet_for(student) is not None  # nothing to build, so nothing to recycle
-        ):
-            return probe
-        arch, model = spare
-        if arch != student:
-            model = self.rebuilder(model, student, self.num_classes) if self.rebuilder else None
-            if model is None:
-                return probe
-        probe.adopt(model)
+        if spare is not None and isinstance(student, str) and not _needs_grad(proxies):
+            probe._spare = spare
         return probe
 
     def release(self, probe: StudentProbe, proxies: Sequence[str]) -> None:
         """End an evaluation; keep its network for the next one if that is safe (see above)."""
         model = probe.__dict__.get("model")
-        if (
+        if model is None:
+            self._spare = probe._spare  # nothing built: the unused network waits for the next
+        elif (
             isinstance(probe.student, str)
-            and model is not None
             and (len(self.seeds) > 1 or self.rebuilder is not None)
             and not _needs_grad(proxies)
-            and self.supernet_for(probe.student) is None
             and reinit_covers(model)
         ):
             self._spare = (probe.student, model)
