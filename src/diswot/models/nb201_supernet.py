@@ -47,8 +47,6 @@ _Edge = Callable[[int, int, Tensor, dict[int, Tensor], int], Tensor]
 _KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 # nn.BatchNorm2d's defaults, which every BatchNorm of NB201Network uses.
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
-# Which edges read each node (edge order of diswot.models.nb201.EDGES).
-_READERS = {src: [k for k, (_, s) in enumerate(EDGES) if s == src] for src in range(3)}
 
 
 @dataclass
@@ -185,9 +183,8 @@ class NB201Supernet:
 
     def _host_buffer(self) -> _HostBuffer:
         pin = self.device.type == "cuda"
-        flat = torch.zeros(
-            self._total, dtype=torch.float32, pin_memory=pin
-        )  # finite from the start
+        # Zeros, so the slots no candidate has drawn yet hold finite numbers too.
+        flat = torch.zeros(self._total, dtype=torch.float32, pin_memory=pin)
         slots, offset = {}, 0
         for key, shape in self._shapes.items():
             n = _numel(shape)
