@@ -218,3 +218,11 @@ def test_run_folders_record_the_engine_in_use(tmp_path) -> None:
     assert settings["engine"] == "modules"  # auto, resolved: S1 has no supernet
     res = run_search("nb201", teacher="resnet20", cycles=3, batch_size=4, out_dir=tmp_path / "c")
     assert res.settings["engine"] == "supernet"
+
+
+def test_worker_processes_give_the_serial_supernet_scores() -> None:
+    # The default engine through the spawned-process path: each worker holds its own supernet.
+    kw = dict(teacher="resnet20", proxies="diswot,mr", batch_size=4, archs=_archs()[:6],
+              progress=False)  # fmt: skip
+    serial = run_rank("nb201", engine="modules", **kw).scores
+    assert run_rank("nb201", workers=2, chunk_size=2, **kw).scores == serial
