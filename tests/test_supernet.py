@@ -226,3 +226,37 @@ def test_worker_processes_give_the_serial_supernet_scores() -> None:
               progress=False)  # fmt: skip
     serial = run_rank("nb201", engine="modules", **kw).scores
     assert run_rank("nb201", workers=2, chunk_size=2, **kw).scores == serial
+
+
+def test_a_failing_supernet_on_cuda_falls_back_to_built_networks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # CUDA's safety net, exercised on the CPU: an unexpected error of the supernet (its GPU path
+    # has not run in testing) hands over to built networks, which give the same scores.
+    cell = _archs()[3]
+    ref = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4,
+                           engine="modules").evaluate(cell, ["diswot"], 0)  # fmt: skip
+    scorer = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4)
+    assert scorer.engine == "supernet" and not scorer._supernet_fallback  # CPU: errors surface
+
+    def broken(self, arch, seed):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(NB201Supernet, "load", broken)
+    with pytest.raises(RuntimeError, match="capturing"):
+        scorer.probe(cell, 0).features  # noqa: B018
+    scorer._supernet_fallback = True  # what a CUDA scorer has
+    assert scorer.evaluate(cell, ["diswot"], 0) == ref
+    assert scorer.engine == "modules"
+    assert "supernet failed on cpu (RuntimeError: CUDA error" in capsys.readouterr().err
+    # A user error is never swallowed by the fallback.
+    scorer = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4)
+    scorer._supernet_fallback = True
+
+    def refused(self, arch, seed):
+        raise DiswotError("unknown op 'conv_5x5'")
+
+    monkeypatch.setattr(NB201Supernet, "load", refused)
+    with pytest.raises(DiswotError, match="conv_5x5"):
+        scorer.probe(cell, 0).features  # noqa: B018
+    assert scorer.engine == "supernet"

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import itertools
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -266,17 +267,28 @@ class StudentProbe:
             self.model, self.scorer.student_classifier, self.scorer.student_feature
         )
 
+    def _supernet_features(self, supernet: Supernet) -> Features:
+        supernet.load(self.student, self.init_seed)  # type: ignore[arg-type]  # a str here
+        upcoming = self.scorer._upcoming(self.student, self.seed)  # type: ignore[arg-type]
+        if upcoming is not None:  # its weights are drawn while this one is scored
+            supernet.prefetch(upcoming[0], _seed_of(upcoming[1], 2))
+        with strict_fp32(), torch.no_grad():
+            return supernet.features(self.inputs, PRECISIONS[self.scorer.precision])
+
     @cached_property
     def features(self) -> Features:
         supernet = self.scorer.supernet_for(self.student)
+        f = None
         if supernet is not None:  # the same features without building the student
-            supernet.load(self.student, self.init_seed)  # type: ignore[arg-type]  # a str here
-            upcoming = self.scorer._upcoming(self.student, self.seed)  # type: ignore[arg-type]
-            if upcoming is not None:  # its weights are drawn while this one is scored
-                supernet.prefetch(upcoming[0], _seed_of(upcoming[1], 2))
-            with strict_fp32(), torch.no_grad():
-                f = supernet.features(self.inputs, PRECISIONS[self.scorer.precision])
-        else:
+            try:
+                f = self._supernet_features(supernet)
+            except DiswotError:
+                raise
+            except Exception as e:
+                if not self.scorer._supernet_fallback:
+                    raise
+                self.scorer._drop_supernet(e)  # then build the student: the same numbers
+        if f is None:
             self.model.train()
             with strict_fp32(), torch.no_grad(), self.scorer.autocast():
                 f = self.extractor(self.inputs)
@@ -392,6 +404,9 @@ class Scorer:
         self._supernet_factory = supernet
         self._supernet: Supernet | None = None
         self.device = resolve_device(device)
+        #: On CUDA, an unexpected error of the supernet falls back to built networks (same
+        #: scores) instead of ending the run: that path has not yet run on a GPU in testing.
+        self._supernet_fallback = self.device.type == "cuda"
         #: Channels-last convolutions on the CPU: oneDNN's fast path (an NB201 candidate at batch 64
         #: scores 1.9x faster, ``benchmarks/precision.py``); off on CUDA, where it is unmeasured.
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
@@ -455,6 +470,22 @@ class Scorer:
             assert factory is not None  # the engine is supernet only with a factory
             self._supernet = factory(self.num_classes, self.device, self.channels_last)
         return self._supernet
+
+    def _drop_supernet(self, error: Exception) -> None:
+        """Score with built networks from now on, after the supernet failed on this device.
+
+        Only where the supernet path has not been run before this release (CUDA: its graph,
+        pinned copies and draw thread): the modules engine gives the same scores, so nothing
+        changes but speed, and the note says why.
+        """
+        print(
+            f"diswot: note: the NB201 supernet failed on {self.device} "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "scoring with built networks instead (the same scores, slower); please report it",
+            file=sys.stderr,
+        )
+        self.engine = "modules"
+        self._supernet = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of the student's forward pass (a no-op for fp32)."""
