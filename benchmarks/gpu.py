@@ -3,7 +3,8 @@
 One script, sized to run once inside a short GPU lease (projected 6-8 minutes on an H100/H200
 with 16 CPU cores; the first lease, with 4/8/15 workers, ran out at 8.4 minutes inside the full
 pass). Every stage appends its figures to ``--out/gpu.json`` as soon as it ends, so a run cut short
-still reports what it measured. Stages:
+still reports what it measured, and a stage that raises is recorded with its traceback while the
+others still run. Stages:
 
 1. ``serial_fresh_builds`` and ``serial``: the in-process path on the GPU with built networks
    (the ``modules`` engine; teacher ResNet-56 cached, batch 64, CIFAR-100 class count), first
@@ -50,6 +51,8 @@ import os
 import shutil
 import statistics
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -285,6 +288,17 @@ def main() -> None:
         (out_dir / "gpu.json").write_text(json.dumps(report, indent=2))
         print(f"{stage}: {json.dumps(value)}", flush=True)
 
+    def stage(name: str, fn: Callable[[], object]) -> object:
+        """Run and save one stage; a stage that fails is recorded with its traceback and the
+        script goes on, so one broken stage does not cost a lease the others' figures."""
+        try:
+            value = fn()
+        except Exception:
+            save(name, {"error": traceback.format_exc(limit=8)[-3000:]})
+            return None
+        save(name, value)
+        return value
+
     cells = all_archs()
     import random
 
@@ -296,16 +310,16 @@ def main() -> None:
     save("recycled_equals_fresh", sum(values[a] == fresh_values[a] for a in values))
     if args.only_serial:
         return
-    save("engine", engine_stage(args, cells[: args.sample + 1]))
-    save("search", search(args))
+    stage("engine", lambda: engine_stage(args, cells[: args.sample + 1]))
+    stage("search", lambda: search(args))
     if not args.no_full:
-        save("full", full(args, args.full_workers))
-    save("cpu_agreement", cpu_agreement(args, values, args.agree))
-    save("precision", precision_stage(args, cells[: args.agree]))
-    save("seed_stacking", stacking_stage(args, cells[: args.agree // 3 + 1]))
-    save("workers", workers(args, cells[: args.rank_sample], values))
+        stage("full", lambda: full(args, args.full_workers))
+    stage("cpu_agreement", lambda: cpu_agreement(args, values, args.agree))
+    stage("precision", lambda: precision_stage(args, cells[: args.agree]))
+    stage("seed_stacking", lambda: stacking_stage(args, cells[: args.agree // 3 + 1]))
+    stage("workers", lambda: workers(args, cells[: args.rank_sample], values))
     if max(args.workers) > 1:
-        save("search_in_flight", search(args, max(args.workers)))
+        stage("search_in_flight", lambda: search(args, max(args.workers)))
 
 
 if __name__ == "__main__":
