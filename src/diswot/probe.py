@@ -239,16 +239,6 @@ class StudentProbe:
         """A newly built, initialised student (for proxies that change weights or need gradients)."""
         return self.scorer.build(self.student, self.init_seed)
 
-    def adopt(self, model: nn.Module) -> None:
-        """Use ``model`` (a recycled network of the same architecture) as this probe's student,
-        re-initialised under this probe's seed: the weights a fresh build would have."""
-        self.__dict__["model"] = self._adopted(model)
-
-    def _adopted(self, model: nn.Module) -> nn.Module:
-        model = init_weights(model, self.scorer.init, self.init_seed)
-        # A retargeted network holds newly built ops: give them the layout a fresh build has.
-        return self.scorer.layout(model)
-
     @cached_property
     def model(self) -> nn.Module:
         spare, self._spare = self._spare, None
@@ -258,7 +248,9 @@ class StudentProbe:
                 rebuild = self.scorer.rebuilder
                 model = rebuild(model, self.student, self.num_classes) if rebuild else None  # type: ignore[arg-type]
             if model is not None:
-                return self._adopted(model)
+                # Re-drawn under this probe's seed: the weights a fresh build would have. A
+                # retargeted network holds newly built ops: they get the layout a fresh build has.
+                return self.scorer.layout(init_weights(model, self.scorer.init, self.init_seed))
         return self.fresh_model()
 
     @cached_property

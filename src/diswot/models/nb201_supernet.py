@@ -208,15 +208,18 @@ class NB201Supernet:
 
     def _draw(
         self, buf: _HostBuffer, ops: tuple[str, ...], seed: int, gen: torch.Generator
-    ) -> None:
+    ) -> list[tuple]:
+        """Draw a candidate's weights and op mask into ``buf``; the slots drawn, in order."""
         if buf.copied is not None:
             buf.copied.synchronize()  # its last copy to the device has left it
+        order = self._draw_order(ops)
         gen.manual_seed(seed)
-        for key in self._draw_order(ops):
+        for key in order:
             buf.slots[key].normal_(generator=gen)
         buf.mask.zero_()
         for k, op in enumerate(ops):
             buf.mask[k, OPS.index(op)] = True
+        return order
 
     def prefetch(self, arch: str, seed: int) -> None:
         """Start drawing ``arch``'s weights under ``seed`` into the spare host store, on a
@@ -247,18 +250,18 @@ class NB201Supernet:
         """
         ops = parse_arch(arch)
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending[3].result()  # finished (and its errors raised) before its store is used
+        # A pending draw is finished (and its errors raised) before its store is used.
+        order = pending[3].result() if pending is not None else None
         if pending is not None and pending[:2] == (arch, seed):
             self._current = pending[2]
         else:
-            self._draw(self._buffers[self._current], ops, seed, self._gen)
+            order = self._draw(self._buffers[self._current], ops, seed, self._gen)
         buf = self._buffers[self._current]
         with self._on_device():  # copies and event on this device's stream (cuda:1 too)
             if self._shared_store:
                 self._weights = buf.slots
             elif self.channels_last:
-                for key in self._draw_order(ops):
+                for key in order:  # type: ignore[union-attr]  # drawn just above or prefetched
                     self._weights[key].copy_(buf.slots[key], non_blocking=True)
             else:
                 self._dev_flat.copy_(buf.flat, non_blocking=True)
@@ -336,10 +339,7 @@ class NB201Supernet:
 
     def masked_features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
         """The masked supernet pass without a graph (what a graph replays); for tests and timing."""
-        if not self.cuda_graphs:  # load() keeps the device mask only for graphs
-            self._mask.zero_()
-            for k, op in enumerate(self.ops):
-                self._mask[k, OPS.index(op)] = True
+        self._mask.copy_(self._buffers[self._current].mask)  # load() copies it only for graphs
         with _autocast(x.device, dtype):
             return self._forward(x, self._masked_op)
 
