@@ -3,8 +3,10 @@ they all time, the record of where they ran, and small measuring helpers."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import statistics
 
 import torch
 
@@ -39,6 +41,24 @@ def sync(device: str) -> None:
     """Wait for queued CUDA work, so a timer stops when the work is done (no-op on the CPU)."""
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def ms_stats(seconds: list[float]) -> dict:
+    """Median and 90th percentile of per-candidate seconds, in milliseconds."""
+    xs = sorted(seconds)
+    return {
+        "median_ms": round(1000 * statistics.median(xs), 2),
+        "p90_ms": round(1000 * xs[int(0.9 * (len(xs) - 1))], 2),
+    }
+
+
+def emit(report: dict, out: str | None) -> None:
+    """Print the report as one JSON line, and write it to ``out`` too when given."""
+    text = json.dumps(report)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
 
 
 def rel_diff(a: float, b: float) -> float:

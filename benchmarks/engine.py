@@ -20,24 +20,15 @@ The last line is one JSON object (also written to ``--out`` when given).
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import statistics
+import sys
 import time
 
 import torch
-from _common import machine, nb201_scorer, sync
+from _common import emit, machine, ms_stats, nb201_scorer, sync
 
 from diswot.models.nb201 import all_archs
 from diswot.probe import Scorer
-
-
-def _ms(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    return {
-        "median_ms": round(1000 * statistics.median(xs), 2),
-        "p90_ms": round(1000 * xs[int(0.9 * (len(xs) - 1))], 2),
-    }
 
 
 def _scorer(
@@ -81,7 +72,7 @@ def measure(cells: list[str], device: str, batch_size: int) -> dict:
     out: dict = {"cells": len(cells) - 1}
     ref = values["modules"]
     for name in runs:
-        out[name] = {**_ms(seconds[name]), "equal_to_modules": sum(
+        out[name] = {**ms_stats(seconds[name]), "equal_to_modules": sum(
             values[name][a] == ref[a] for a in cells
         )}  # fmt: skip
     # The CPU side of a supernet candidate alone: drawing its weights (on CUDA, queuing the copy).
@@ -93,7 +84,7 @@ def measure(cells: list[str], device: str, batch_size: int) -> dict:
         supernet.load(arch, 0)
         loads.append(time.perf_counter() - t0)
     sync(device)
-    out["supernet"]["load"] = _ms(loads)
+    out["supernet"]["load"] = ms_stats(loads)
     for name in runs:
         print(f"{name}: {out[name]}", flush=True)
     return out
@@ -112,16 +103,12 @@ def main() -> None:
     cells = all_archs()
     random.Random(0).shuffle(cells)
     report = {
-        "command": "python benchmarks/engine.py " + " ".join(__import__("sys").argv[1:]),
+        "command": "python benchmarks/engine.py " + " ".join(sys.argv[1:]),
         "machine": machine(args.device),
         "batch_size": args.batch_size,
         **measure(cells[: args.sample + 1], args.device, args.batch_size),
     }
-    text = json.dumps(report)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

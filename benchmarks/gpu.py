@@ -49,31 +49,19 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import TARGET, TEACHER, machine, nb201_scorer, rel_diff, sync
+from _common import TARGET, TEACHER, machine, ms_stats, nb201_scorer, rel_diff, sync
 
 from diswot import bench, rankstats
 from diswot.models.nb201 import all_archs
 from diswot.probe import proxy_value
 from diswot.rank import RankResult, run_rank
 from diswot.search import run_search
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return sorted(xs)[int(q * (len(xs) - 1))]
-
-
-def _ms(xs: list[float]) -> dict:
-    return {
-        "median_ms": round(1000 * statistics.median(xs), 2),
-        "p90_ms": round(1000 * _pct(xs, 0.9), 2),
-    }
 
 
 def serial(
@@ -107,9 +95,9 @@ def serial(
         "candidates": len(total),
         "recycled": recycle,
         "setup_s": round(setup, 3),
-        "build": _ms(build),
-        "score_resident": _ms(score),
-        "total": _ms(total),
+        "build": ms_stats(build),
+        "score_resident": ms_stats(score),
+        "total": ms_stats(total),
     }
     if args.device.startswith("cuda"):
         out["max_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

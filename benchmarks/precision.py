@@ -34,7 +34,7 @@ import statistics
 import time
 
 import torch
-from _common import TARGET, TEACHER, machine, nb201_scorer
+from _common import TARGET, TEACHER, emit, machine, nb201_scorer
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook
 
@@ -179,11 +179,7 @@ def main() -> None:
                 )
         report[init] = section
         print(f"{init}: {json.dumps(section)}", flush=True)
-    text = json.dumps(report)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
