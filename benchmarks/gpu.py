@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import time
 import traceback
@@ -187,20 +188,36 @@ def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -
     return out
 
 
-def full(args: argparse.Namespace, k: int) -> dict:
+def full(args: argparse.Namespace, k: int, rate: float | None, seconds_left: float) -> dict:
+    """All ``--full-cells`` cells, or, when the search stage's rate says they would not fit in
+    the lease's remaining ``--budget-s``, a seeded random subset that does (reported as such,
+    with the projected time of all of them)."""
     folder = Path(args.out) / "full"
     shutil.rmtree(folder, ignore_errors=True)  # a timing must score every cell, not resume
-    res, wall = _rank(args, all_archs()[: args.full_cells], "diswot,ms,mr", k, out_dir=folder)
+    archs = all_archs()[: args.full_cells]
+    projected = len(archs) / rate if rate else None
+    room = 0.8 * (seconds_left - 100)  # keep ~100 s for the stages after this one
+    if projected is not None and projected > room:
+        n = max(100, int(room * rate))
+        if n < len(archs):
+            archs = list(archs)
+            random.Random(1).shuffle(archs)
+            archs = archs[:n]
+    res, wall = _rank(args, archs, "diswot,ms,mr", k, out_dir=folder)
     kendall = {
         c["proxy"]: round(c["kendall"], 4) for c in res.correlations if c["target"] == TARGET
     }
-    return {
+    out = {
         "workers": k,
         "candidates": len(res.archs),
         "wall_s": round(wall, 1),
         "candidates_per_s": round(len(res.archs) / wall, 1),
         "kendall_cifar100": kendall,
     }
+    if len(res.archs) < args.full_cells:
+        out["subset_of"] = args.full_cells
+        out["projected_all_cells_s"] = round(args.full_cells * wall / len(res.archs), 1)
+    return out
 
 
 def search(args: argparse.Namespace, k: int = 1) -> dict:
@@ -252,6 +269,13 @@ def main() -> None:
         help="stop after the serial stages (fresh vs recycled)",
     )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=0.0,
+        help="seconds the whole script may take (0: no limit): later stages are skipped, and the "
+        "full pass shrinks to a random subset, rather than be cut off mid-stage",
+    )
     p.add_argument("--out", default="runs/gpu")
     args = p.parse_args()
     if args.quick:
@@ -276,9 +300,18 @@ def main() -> None:
         (out_dir / "gpu.json").write_text(json.dumps(report, indent=2))
         print(f"{stage}: {json.dumps(value)}", flush=True)
 
-    def stage(name: str, fn: Callable[[], object]) -> object:
+    started = time.perf_counter()
+
+    def left() -> float:
+        return args.budget_s - (time.perf_counter() - started) if args.budget_s else float("inf")
+
+    def stage(name: str, fn: Callable[[], object], needs_s: float = 10.0) -> object:
         """Run and save one stage; a stage that fails is recorded with its traceback and the
-        script goes on, so one broken stage does not cost a lease the others' figures."""
+        script goes on, so one broken stage does not cost a lease the others' figures. A stage
+        is skipped when less than ``needs_s`` of the budget is left."""
+        if left() < needs_s:
+            save(name, {"skipped": f"{left():.0f} s of --budget-s left"})
+            return None
         try:
             value = fn()
         except Exception:
@@ -288,26 +321,34 @@ def main() -> None:
         return value
 
     cells = all_archs()
-    import random
-
     random.Random(0).shuffle(cells)
-    fresh, fresh_values = serial(args, cells[: args.sample + 1], recycle=False)
-    save("serial_fresh_builds", fresh)
-    ser, values = serial(args, cells[: args.sample + 1])
-    save("serial", ser)
-    save("recycled_equals_fresh", sum(values[a] == fresh_values[a] for a in values))
+    scored: dict[str, dict[str, float]] = {}
+
+    def serial_stage(recycle: bool) -> dict:
+        figures, scored["recycled" if recycle else "fresh"] = serial(
+            args, cells[: args.sample + 1], recycle
+        )
+        return figures
+
+    stage("serial_fresh_builds", lambda: serial_stage(False))
+    stage("serial", lambda: serial_stage(True))
+    values = scored.get("recycled") or scored.get("fresh") or {}
+    if len(scored) == 2:
+        save("recycled_equals_fresh", sum(values[a] == scored["fresh"][a] for a in values))
     if args.only_serial:
         return
     stage("engine", lambda: engine_stage(args, cells[: args.sample + 1]))
-    stage("search", lambda: search(args))
+    found = stage("search", lambda: search(args))
     if not args.no_full:
-        stage("full", lambda: full(args, args.full_workers))
+        ok = isinstance(found, dict) and found.get("loop_s", 0) > 0
+        rate = found["cycles"] / found["loop_s"] if ok else None
+        stage("full", lambda: full(args, args.full_workers, rate, left()), needs_s=30.0)
     stage("cpu_agreement", lambda: cpu_agreement(args, values, args.agree))
     stage("precision", lambda: precision_stage(args, cells[: args.agree]))
     stage("seed_stacking", lambda: stacking_stage(args, cells[: args.agree // 3 + 1]))
-    stage("workers", lambda: workers(args, cells[: args.rank_sample], values))
+    stage("workers", lambda: workers(args, cells[: args.rank_sample], values), needs_s=60.0)
     if max(args.workers) > 1:
-        stage("search_in_flight", lambda: search(args, max(args.workers)))
+        stage("search_in_flight", lambda: search(args, max(args.workers)), needs_s=40.0)
 
 
 if __name__ == "__main__":
