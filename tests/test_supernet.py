@@ -136,7 +136,7 @@ def test_rank_and_search_scores_equal_the_modules_engine(monkeypatch: pytest.Mon
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_replays_equal_the_plain_forward() -> None:
-    sn = NB201Supernet(10, device="cuda")
+    sn = NB201Supernet(10, device="cuda", cuda_graphs=True)
     assert sn.cuda_graphs
     x = torch.randn(8, 3, 16, 16, device="cuda")
     for i, arch in enumerate(_archs()):
