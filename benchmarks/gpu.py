@@ -248,6 +248,45 @@ def search(args: argparse.Namespace, k: int = 1) -> dict:
     return out
 
 
+def profile_search(args: argparse.Namespace) -> dict:
+    """The serial search of the ``search`` stage under cProfile: where its per-candidate time
+    goes beyond the engine's forward (the full listing is written to ``search_profile.txt``)."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    figures = search(args)
+    prof.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    (Path(args.out) / "search_profile.txt").write_text(text.getvalue())
+    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
+    figures["top_tottime"] = [
+        {"function": f"{Path(f).name}:{line}({name})", "calls": nc, "tottime_s": round(tt, 3)}
+        for (f, line, name), (_, nc, tt, _, _) in top
+    ]
+    return figures
+
+
+STAGES = (
+    "serial_fresh_builds",
+    "serial",
+    "engine",
+    "search",
+    "full",
+    "cpu_agreement",
+    "precision",
+    "seed_stacking",
+    "workers",
+    "search_in_flight",
+    "profile_search",
+)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
@@ -268,6 +307,11 @@ def main() -> None:
         action="store_true",
         help="stop after the serial stages (fresh vs recycled)",
     )
+    p.add_argument(
+        "--stages",
+        default=",".join(s for s in STAGES if s != "profile_search"),
+        help=f"comma-separated stages to run, in this order: {','.join(STAGES)}",
+    )
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     p.add_argument(
         "--budget-s",
@@ -281,6 +325,13 @@ def main() -> None:
     if args.quick:
         args.sample, args.agree, args.rank_sample, args.workers = 6, 4, 8, [1, 2]
         args.full_cells, args.search_cycles = 12, 8
+    wanted = set(args.stages.split(","))
+    if wanted - set(STAGES):
+        raise SystemExit(f"unknown stages {sorted(wanted - set(STAGES))}; known: {STAGES}")
+    if args.only_serial:
+        wanted &= {"serial_fresh_builds", "serial"}
+    if args.no_full:
+        wanted.discard("full")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -308,7 +359,9 @@ def main() -> None:
     def stage(name: str, fn: Callable[[], object], needs_s: float = 10.0) -> object:
         """Run and save one stage; a stage that fails is recorded with its traceback and the
         script goes on, so one broken stage does not cost a lease the others' figures. A stage
-        is skipped when less than ``needs_s`` of the budget is left."""
+        is skipped when less than ``needs_s`` of the budget is left, or not asked for."""
+        if name not in wanted:
+            return None
         if left() < needs_s:
             save(name, {"skipped": f"{left():.0f} s of --budget-s left"})
             return None
@@ -335,20 +388,18 @@ def main() -> None:
     values = scored.get("recycled") or scored.get("fresh") or {}
     if len(scored) == 2:
         save("recycled_equals_fresh", sum(values[a] == scored["fresh"][a] for a in values))
-    if args.only_serial:
-        return
     stage("engine", lambda: engine_stage(args, cells[: args.sample + 1]))
     found = stage("search", lambda: search(args))
-    if not args.no_full:
-        ok = isinstance(found, dict) and found.get("loop_s", 0) > 0
-        rate = found["cycles"] / found["loop_s"] if ok else None
-        stage("full", lambda: full(args, args.full_workers, rate, left()), needs_s=30.0)
+    ok = isinstance(found, dict) and found.get("loop_s", 0) > 0
+    rate = found["cycles"] / found["loop_s"] if ok else None  # type: ignore[index]
+    stage("full", lambda: full(args, args.full_workers, rate, left()), needs_s=30.0)
     stage("cpu_agreement", lambda: cpu_agreement(args, values, args.agree))
     stage("precision", lambda: precision_stage(args, cells[: args.agree]))
     stage("seed_stacking", lambda: stacking_stage(args, cells[: args.agree // 3 + 1]))
     stage("workers", lambda: workers(args, cells[: args.rank_sample], values), needs_s=60.0)
     if max(args.workers) > 1:
         stage("search_in_flight", lambda: search(args, max(args.workers)), needs_s=40.0)
+    stage("profile_search", lambda: profile_search(args), needs_s=30.0)
 
 
 if __name__ == "__main__":
