@@ -188,7 +188,9 @@ def workers(args: argparse.Namespace, cells: list[str], ref: dict[str, float]) -
     return out
 
 
-def full(args: argparse.Namespace, k: int, rate: float | None, seconds_left: float) -> dict:
+def full(
+    args: argparse.Namespace, k: int, rate: float | None, seconds_left: float, reserve: float
+) -> dict:
     """All ``--full-cells`` cells, or, when the search stage's rate says they would not fit in
     the lease's remaining ``--budget-s``, a seeded random subset that does (reported as such,
     with the projected time of all of them)."""
@@ -196,7 +198,7 @@ def full(args: argparse.Namespace, k: int, rate: float | None, seconds_left: flo
     shutil.rmtree(folder, ignore_errors=True)  # a timing must score every cell, not resume
     archs = all_archs()[: args.full_cells]
     projected = len(archs) / rate if rate else None
-    room = 0.8 * (seconds_left - 100)  # keep ~100 s for the stages after this one
+    room = 0.8 * (seconds_left - reserve)  # ``reserve`` s kept for the stages after this one
     if projected is not None and projected > room:
         n = max(100, int(room * rate))
         if n < len(archs):
@@ -392,7 +394,9 @@ def main() -> None:
     found = stage("search", lambda: search(args))
     ok = isinstance(found, dict) and found.get("loop_s", 0) > 0
     rate = found["cycles"] / found["loop_s"] if ok else None  # type: ignore[index]
-    stage("full", lambda: full(args, args.full_workers, rate, left()), needs_s=30.0)
+    later = wanted & set(STAGES[STAGES.index("full") + 1 :])
+    reserve = 100.0 if later else 10.0
+    stage("full", lambda: full(args, args.full_workers, rate, left(), reserve), needs_s=30.0)
     stage("cpu_agreement", lambda: cpu_agreement(args, values, args.agree))
     stage("precision", lambda: precision_stage(args, cells[: args.agree]))
     stage("seed_stacking", lambda: stacking_stage(args, cells[: args.agree // 3 + 1]))
