@@ -444,3 +444,39 @@ def test_user_errors_are_one_line(call, needle: str) -> None:
         call()
     msg = str(err.value)
     assert needle in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("convention", ["macs", "nb201"])
+def test_hook_counter_equals_dispatch_counter(convention: str) -> None:
+    """diswot's own networks are counted from leaf-module hooks (no dispatch mode, so no
+    ``torch._dynamo`` import); the totals must be the dispatch counter's."""
+    from diswot.models.cost import _count_dispatch, _count_hooks, _macs_in_leaves
+
+    cells = [README_ARCH, "|none~0|+|skip_connect~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|none~2|"]
+    models = [create_model(a, 10) for a in cells]
+    models += [create_model("resnet8", 100), create_model("713", 100)]
+    for model in models:
+        assert _macs_in_leaves(model)
+        x = torch.zeros(2, 3, 32, 32)
+        with torch.no_grad():
+            assert _count_hooks(model, x, convention) == _count_dispatch(model, x, convention)
+
+
+def test_hook_counter_refuses_unknown_forwards() -> None:
+    from diswot.models.cost import _macs_in_leaves
+
+    class Scaled(nn.Linear):  # overrides forward: its MACs are not the Linear formula's
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) @ torch.ones(self.out_features, self.out_features)
+
+    class Subnet(CifarResNet):  # inherits the flag's class, but not the flag
+        pass
+
+    assert not _macs_in_leaves(nn.Sequential(nn.Linear(4, 4), Scaled(4, 4)))
+    assert not _macs_in_leaves(Subnet((1, 1, 1), num_classes=10))
+    assert _macs_in_leaves(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
+    size = (2, 4)
+    model = nn.Sequential(nn.Linear(4, 4), Scaled(4, 4))
+    with FlopCounterMode(display=False) as ref, torch.no_grad():
+        model(torch.zeros(size))
+    assert profile(model, size, convention="macs").flops * 2 == ref.get_total_flops()

@@ -9,6 +9,7 @@ shape changes), so feature hooks and parameter counts agree with the paper's stu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -34,6 +35,8 @@ class BasicBlock(nn.Module):
     Shared by the CIFAR ResNets (3x3) and the ImageNet ResNet space (3x3 or 5x5); the attribute
     names are torchvision's, so state dicts load either way.
     """
+
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
 
     expansion = 1
 
@@ -62,6 +65,8 @@ class CifarResNet(nn.Module):
     so names match the reference code; stages are ``layer1..layer3``; the head is
     ``avgpool`` (adaptive, so pre-pool features can be hooked at any input size) and ``fc``.
     """
+
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
 
     def __init__(
         self,

@@ -185,7 +185,84 @@ class _MacCounter(TorchDispatchMode):
         return out
 
 
+#: Leaf modules whose own forward does no multiply-accumulate (elementwise, normalisation, pooling,
+#: reshaping): a network made of these, convolutions, linear layers and containers has all its
+#: MACs in the convolutions and linear layers.
+_NO_MAC_LEAVES = (
+    nn.modules.batchnorm._BatchNorm,
+    *_RELU_TYPES,
+    *_POOL_TYPES,
+    *_ADAPTIVE_POOL_TYPES,
+    nn.Identity,
+    nn.Dropout,
+    nn.Flatten,
+)
+_MAC_LEAVES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _macs_in_leaves(model: nn.Module) -> bool:
+    """Whether every MAC of ``model``'s forward happens inside a conv or linear leaf module.
+
+    True when each module is such a leaf, a no-MAC leaf or a plain container, running torch's own
+    ``forward``, or a class that itself declares ``macs_in_submodules = True`` (diswot's NB201 and
+    ResNet classes, whose forwards only call submodules and add, pool or reshape). A subclass that
+    overrides ``forward`` (a LoRA linear, say) does not qualify, and neither does anything unknown:
+    those are counted by dispatch, which sees every op.
+    """
+    for m in model.modules():
+        cls = type(m)
+        if cls.__dict__.get("macs_in_submodules", False):
+            continue
+        if isinstance(m, (*_MAC_LEAVES, *_NO_MAC_LEAVES, *_CONTAINERS)) and _torch_forward(cls):
+            continue
+        return False
+    return True
+
+
+def _torch_forward(cls: type) -> bool:
+    """Whether ``cls.forward`` is one of torch's own (not overridden outside torch)."""
+    for klass in cls.__mro__:
+        if "forward" in klass.__dict__:
+            return klass.__module__.startswith("torch.")
+    return False
+
+
+def _count_hooks(model: nn.Module, x: torch.Tensor, convention: str) -> int:
+    """MACs (and the NB201 extra terms) from forward hooks on the leaves: the same totals as the
+    dispatch counter for models :func:`_macs_in_leaves` accepts, without a dispatch mode (whose
+    first use imports ``torch._dynamo``, ~1 s, most of a short search's start-up)."""
+    total = [0]
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, nn.modules.conv._ConvNd):
+            w = module.weight
+            total[0] += out.numel() * w[0].numel()  # (C_in / groups) * kernel per output
+        elif isinstance(module, nn.Linear):
+            total[0] += out.numel() * module.in_features
+        if convention == "nb201" and args and isinstance(args[0], torch.Tensor):
+            total[0] += _extra_ops(module, args[0], out)
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (*_MAC_LEAVES, *_COUNTED_TYPES))
+    ]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
 def _count(model: nn.Module, x: torch.Tensor, convention: str) -> int:
+    if _macs_in_leaves(model):
+        return _count_hooks(model, x, convention)
+    return _count_dispatch(model, x, convention)
+
+
+def _count_dispatch(model: nn.Module, x: torch.Tensor, convention: str) -> int:
     extra = [0]
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:

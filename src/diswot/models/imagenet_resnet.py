@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -106,6 +106,8 @@ def _check_structure(stem: Stem, stages: Sequence[Stage]) -> None:
 class Bottleneck(nn.Module):
     """1x1 conv to ``mid``, KxK conv (carrying the stride), 1x1 conv to ``c_out``; BN after each."""
 
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
+
     def __init__(self, c_in: int, c_out: int, mid: int, stride: int = 1, kernel: int = 3) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, mid, 1, bias=False)
@@ -133,6 +135,8 @@ class ZenResNet(nn.Module):
     ``fc``. Weights get torchvision's initialisation (Kaiming-normal fan-out convs, BN 1/0) so a
     network built for distillation trains like the reference.
     """
+
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
 
     def __init__(self, stem: Stem, stages: Sequence[Stage], num_classes: int = 1000) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -173,6 +174,8 @@ class ReLUConvBN(nn.Sequential):
 class Zero(nn.Module):
     """The ``none`` op: a zero tensor of the input's shape (keeps the edge visible to hooks)."""
 
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mul(0.0)
 
@@ -199,6 +202,8 @@ class NB201Cell(nn.Module):
     connected to the output: that is what the benchmark's parameter and FLOP counts include. A cell
     whose output node only receives ``none`` edges returns zeros.
     """
+
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
 
     def __init__(self, arch: str, channels: int) -> None:
         super().__init__()
@@ -246,6 +251,8 @@ class NB201Cell(nn.Module):
 class ResNetReduction(nn.Module):
     """NB201's reduction block: a stride-2 residual block whose shortcut is avg-pool + 1x1 conv."""
 
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
+
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
@@ -266,6 +273,8 @@ class NB201Network(nn.Module):
     to ``4C`` -> ``N`` cells -> ``lastact`` (BN + ReLU) -> ``global_pooling`` -> ``classifier``.
     Module names follow the benchmark's code so hooks and state dicts line up with other tools.
     """
+
+    macs_in_submodules: ClassVar[bool] = True  # FLOPs counted by hooks: see models.cost
 
     def __init__(self, arch: str, num_classes: int = 10, C: int = 16, N: int = 5) -> None:
         super().__init__()
