@@ -397,7 +397,8 @@ class Scorer:
         self._supernet: Supernet | None = None
         self.device = resolve_device(device)
         #: On CUDA, an unexpected error of the supernet falls back to built networks (same
-        #: scores) instead of ending the run: that path has not yet run on a GPU in testing.
+        #: scores) instead of ending the run: a GPU stack the four test runs (H100, H200) did not
+        #: cover should cost speed, not a long run.
         self._supernet_fallback = self.device.type == "cuda"
         #: Channels-last convolutions on the CPU: oneDNN's fast path (an NB201 candidate at batch 64
         #: scores 1.9x faster, ``benchmarks/precision.py``); off on CUDA, where it is unmeasured.

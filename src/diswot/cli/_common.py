@@ -54,7 +54,7 @@ def add_probe_args(
         choices=ENGINES,
         default="auto",
         help="how students' forward passes run: 'supernet' scores NB201 cells from one "
-        "preallocated network (no construction; a replayed CUDA graph on GPUs), 'modules' builds "
+        "preallocated network (no construction), 'modules' builds "
         "each one; auto (default): supernet where the space has one. Same scores either way",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")

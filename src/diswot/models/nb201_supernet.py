@@ -1,22 +1,25 @@
 """NB201 students scored without building them: one preallocated weight store for every op.
 
 On a GPU an NB201 candidate's time goes to Python, not arithmetic: constructing its 154-424
-``nn.Module`` objects (17 of 28 ms per candidate on an H200) and launching the several hundred tiny
-kernels of its forward pass (10 ms). Every NB201 network shares one skeleton, so
-:class:`NB201Supernet` holds, once, the weights of *every* op on every edge of every cell, plus the
-fixed stem, reduction blocks and classifier. Scoring a candidate then means:
+``nn.Module`` objects (19 of 30 ms per candidate on an H200) and launching the kernels of its
+forward pass. Every NB201 network shares one skeleton, so :class:`NB201Supernet` holds, once, the
+weights of *every* op on every edge of every cell, plus the fixed stem, reduction blocks and
+classifier. Scoring a candidate then means:
 
 1. drawing its N(0, 1) weights from the seeded CPU generator into the slots of the ops it uses, in
    the order :func:`~diswot.models.init_weights` visits a freshly built network, so they are the
    same numbers (one host-to-device copy on CUDA);
-2. running its forward pass functionally on those slots, no ``nn.Module`` involved.
+2. running its forward pass functionally on those slots, only the candidate's ops, no
+   ``nn.Module`` involved (5.1 ms per candidate on an H100, 6.6 on an H200, against 16.7-24.0 with
+   built networks: ``benchmarks/engine.py``, ``docs/scale.md``).
 
-On CUDA the forward of step 2 is a **masked supernet**: every op of every edge is computed and the
-candidate's op is selected per edge with ``torch.where`` on a device-resident 0/1 mask. That pass
-has the same kernels for every candidate, so it is captured once per probe batch as a CUDA graph
-and replayed: one launch instead of hundreds. ``torch.where`` copies the selected op's output
-exactly, and unused ops never enter a sum, so the features equal the candidate network's bit for bit
-(``tests/test_supernet.py`` checks both forwards against built networks on the CPU).
+Opt-in on CUDA (``cuda_graphs=True``), the forward of step 2 is a **masked supernet** instead:
+every op of every edge is computed and the candidate's op is selected per edge with
+``torch.where`` on a device-resident 0/1 mask. That pass has the same kernels for every candidate,
+so it is captured once per probe batch as a CUDA graph and replayed. ``torch.where`` copies the
+selected op's output exactly, and unused ops never enter a sum, so the features equal the
+candidate network's bit for bit (``tests/test_supernet.py`` checks both forwards against built
+networks). It is not the default because running every op took 8.4 ms per candidate on both cards.
 
 Only what the Gaussian init and the functional forward reproduce is covered: NB201's standard
 skeleton (C=16, N=5 as the benchmark), the paper's N(0, 1) init (BatchNorm scales 1, shifts 0,
