@@ -202,6 +202,37 @@ def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     assert used == [False] + [True] * 9  # every evaluation after the first was prefetched
 
 
+def test_search_guesses_its_next_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the draw thread forced on (CUDA's default), a serial search names its likely next
+    # proposal while the current one is scored; the search must not change, and the guesses
+    # should mostly be right (a candidate is in the next tournament only so often).
+    nb201 = get_space("nb201")
+    real = type(nb201).supernet
+
+    def overlapping(self, num_classes, device, channels_last):
+        sn = real(self, num_classes, device, channels_last)
+        sn.overlap = True
+        return sn
+
+    skw = dict(teacher="resnet20", cycles=40, population=8, sample_size=3, batch_size=4, seed=2,
+               max_flops=60e6)  # fmt: skip
+    plain = run_search("nb201", engine="modules", **skw)
+    monkeypatch.setattr(type(nb201), "supernet", overlapping)
+    hits: list[bool] = []
+    real_load = NB201Supernet.load
+
+    def load(self, arch, seed):
+        hits.append(self._pending is not None and self._pending[0] == arch)
+        return real_load(self, arch, seed)
+
+    monkeypatch.setattr(NB201Supernet, "load", load)
+    guessed = run_search("nb201", **skw)
+    key = [(c["arch"], c["score"]) for c in plain.candidates]
+    assert key == [(c["arch"], c["score"]) for c in guessed.candidates] and len(key) == 40
+    assert plain.rejected == guessed.rejected and plain.winner == guessed.winner
+    assert len(hits) == 40 and sum(hits) >= 25, hits
+
+
 def test_run_folders_record_the_engine_in_use(tmp_path) -> None:
     import json
 

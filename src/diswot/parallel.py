@@ -321,6 +321,15 @@ class InlinePool:
     def result(self, ticket: Any) -> Any:
         return self.fn(ticket)
 
+    @property
+    def draws_ahead(self) -> bool:
+        """Whether :meth:`hint` pays: the function, in this process, can prepare an item early."""
+        return bool(getattr(self.fn, "draws_ahead", False))
+
+    def hint(self, item: Any) -> None:
+        """``item`` is probably submitted next (only called when :attr:`draws_ahead`)."""
+        self.fn.hint(item)
+
     def close(self) -> None:
         pass
 

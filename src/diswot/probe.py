@@ -98,6 +98,9 @@ ENGINES: tuple[str, ...] = ("auto", "modules", "supernet")
 class Supernet(Protocol):
     """What ``--engine supernet`` needs from a space's supernet (see :data:`ENGINES`)."""
 
+    #: Whether :meth:`prefetch` prepares weights ahead (on CUDA: a draw thread), so hints pay.
+    overlap: bool
+
     def load(self, arch: str, seed: int) -> None:
         """Make ``arch``, initialised as ``init_weights`` would under ``seed``, the current one."""
 
@@ -425,6 +428,7 @@ class Scorer:
         #: (student, network) of the last evaluation, for the next one to recycle.
         self._spare: tuple[str, nn.Module] | None = None
         self._expected: collections.deque[tuple[str, int]] = collections.deque()
+        self._then: str | None = None  # the student after the current one (expect_next)
 
     @classmethod
     def for_space(cls, space: object, teacher: str | nn.Module | None, **kwargs: object) -> Scorer:
@@ -633,6 +637,21 @@ class Scorer:
             (s, int(seed)) for s, seed in evaluations if isinstance(s, str)
         )
 
+    def expect_next(self, student: StudentLike) -> None:
+        """The student the next :meth:`score` call will be for (a search's best guess of its next
+        proposal, made while the current one is scored). A hint, like :meth:`expect`."""
+        self._then = student if isinstance(student, str) else None
+
+    @property
+    def draws_ahead(self) -> bool:
+        """Whether hints pay: the supernet engine with its draw thread (CUDA's default), which
+        draws the next candidate's weights while the device scores the current one."""
+        if self.engine != "supernet":
+            return False
+        if self._supernet is not None:
+            return bool(getattr(self._supernet, "overlap", False))
+        return self.device.type == "cuda"
+
     def _upcoming(self, student: str, seed: int) -> tuple[str, int] | None:
         """Mark ``(student, seed)`` as evaluated in :meth:`expect`'s list; the one after it."""
         queue = self._expected
@@ -661,7 +680,8 @@ class Scorer:
         """Evaluate ``proxies`` over every seed; returns means, stds and per-seed values."""
         proxies = list(proxies)
         t0 = time.perf_counter()
-        self.expect((student, s) for s in self.seeds)
+        then, self._then = self._then, None
+        self.expect((a, s) for a in (student, then) if a is not None for s in self.seeds)
         per_seed = []
         info: dict[str, str] = {}
         for s in self.seeds:
