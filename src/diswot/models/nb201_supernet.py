@@ -353,7 +353,7 @@ class NB201Supernet:
         w = self._weights[key]
         y = F.conv2d(x, w, None, stride, w.shape[-1] // 2)
         weight, bias, mean, var = self._bn[w.shape[0]]
-        return F.batch_norm(y, mean, var, weight, bias, True, _BN_MOMENTUM, _BN_EPS)
+        return _batch_norm(y, weight, bias, mean, var)
 
     def _select_op(
         self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int
@@ -367,7 +367,7 @@ class NB201Supernet:
         if op == "avg_pool_3x3":
             return F.avg_pool2d(x, 3, 1, 1, False, False)
         if src not in relu:
-            relu[src] = F.relu(x)
+            relu[src] = torch.relu(x)
         return self._conv_bn(relu[src], (index, k, op))
 
     def _masked_op(
@@ -375,7 +375,7 @@ class NB201Supernet:
     ) -> Tensor:
         """Edge ``k``'s output, running every op and selecting on the device mask."""
         if src not in relu:
-            relu[src] = F.relu(x)
+            relu[src] = torch.relu(x)
         sel = self._select[k]
         out = x.mul(0.0)
         out = torch.where(sel[1], x, out)
@@ -390,8 +390,8 @@ class NB201Supernet:
         for item in self._plan:
             if item[0] == "reduction":
                 index = item[1]
-                branch = self._conv_bn(F.relu(x), ("a", index), stride=2)
-                branch = self._conv_bn(F.relu(branch), ("b", index))
+                branch = self._conv_bn(torch.relu(x), ("a", index), stride=2)
+                branch = self._conv_bn(torch.relu(branch), ("b", index))
                 short = F.conv2d(
                     F.avg_pool2d(x, 2, 2, 0, False, True), self._weights[("down", index)]
                 )
@@ -409,10 +409,19 @@ class NB201Supernet:
                 nodes.append(total)
             x = nodes[3]
         weight, bias, mean, var = self._bn[self._final_width]
-        feature_map = F.relu(F.batch_norm(x, mean, var, weight, bias, True, _BN_MOMENTUM, _BN_EPS))
+        feature_map = torch.relu(_batch_norm(x, weight, bias, mean, var))
         pooled = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
         logits = F.linear(pooled, self._weights[("classifier",)], self._bias)
         return Features(logits, feature_map, pooled)
+
+
+def _batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``F.batch_norm`` in train mode without its Python-side checks (the kernel it calls, with its
+    arguments): the forward is launch-bound on a GPU, and the Scorer already refuses batches of
+    fewer than 2, the case the checks are for."""
+    return torch.batch_norm(
+        x, weight, bias, mean, var, True, _BN_MOMENTUM, _BN_EPS, torch.backends.cudnn.enabled
+    )
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
