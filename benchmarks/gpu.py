@@ -20,7 +20,11 @@ others still run. Stages:
    how many scores equal the modules engine's exactly. Every later stage runs ``rank`` or
    ``search`` with the default engine (the supernet on NB201).
 3. ``search``: ``diswot search --device cuda`` for ``--search-cycles`` (1,000) candidates, serial
-   (aging evolution, population 36, tournament 8, no budget): the <= 15 s target.
+   (aging evolution, population 36, tournament 8, no budget): the <= 15 s target. It writes its
+   run folder as ``diswot search`` does (``candidates.jsonl``, ``progress.png``: the wall time
+   includes the plot, which the runs of 2026-11-26 did not write), and reports the median
+   candidate as the objective timed it and the loop's time outside candidates (proposals and
+   the first call's set-up: FLOP terms, teacher, supernet).
 4. ``full``: all 15,625 cells with ``--full-workers`` processes (default 1, the fast path on one
    GPU; ``--no-full`` skips it): the <= 2 minute target, and Kendall tau of DisWOT, M_s, M_r
    against CIFAR-100 accuracy.
@@ -62,7 +66,7 @@ from diswot import bench, rankstats
 from diswot.models.nb201 import all_archs
 from diswot.probe import proxy_value
 from diswot.rank import RankResult, run_rank
-from diswot.search import run_search
+from diswot.search import CANDIDATES, load_candidates, run_search
 
 
 def serial(
@@ -224,9 +228,12 @@ def full(
 
 def search(args: argparse.Namespace, k: int = 1) -> dict:
     """A ``--search-cycles`` search, serial (``k == 1``) or with ``k`` candidates in flight."""
+    folder = Path(args.out) / f"search-{k}"
+    shutil.rmtree(folder, ignore_errors=True)  # a timing must score every candidate, not resume
     t0 = time.perf_counter()
     res = run_search(
         "nb201",
+        out_dir=folder,
         teacher=TEACHER,
         target=TARGET,
         batch_size=args.batch_size,
@@ -237,11 +244,16 @@ def search(args: argparse.Namespace, k: int = 1) -> dict:
         workers=k,
     )
     wall = time.perf_counter() - t0
+    # Per-candidate scoring seconds as the objective measured them, and the loop's time outside
+    # them (proposals, bookkeeping, the first call's set-up: FLOP terms, teacher, supernet).
+    each = [c["seconds"] for c in load_candidates(folder / CANDIDATES)]
     out = {
         "workers": k,
         "cycles": res.n_scored,
         "wall_s": round(wall, 2),
         "loop_s": round(res.loop_seconds, 2),
+        "candidate": ms_stats(each[1:]),
+        "outside_candidates_s": round(res.loop_seconds - sum(each), 2) if k == 1 else None,
         "candidates_per_s": round(res.n_scored / wall, 1),
         "winner": res.winner["arch"],
         "winner_cifar100": res.ground_truth.get(TARGET),
