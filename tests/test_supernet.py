@@ -171,14 +171,10 @@ def test_prefetched_draws_give_the_same_features(channels_last: bool) -> None:
     assert fast._pool is not None and plain._pool is None
 
 
-def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    scorer = Scorer(None, num_classes=10)
-    scorer.expect([("a", 0), ("a", 1), ("b", 0), ("c", 0)])
-    assert scorer._upcoming("a", 0) == ("a", 1)
-    assert scorer._upcoming("b", 0) == ("c", 0)  # ("a", 1) was skipped
-    assert scorer._upcoming("z", 0) is None  # not in the list: no hint, list kept
-    assert scorer._upcoming("c", 0) is None  # the last one
-    # rank with the overlap forced on (CUDA's default) gives the modules engine's scores.
+def _force_draw_ahead(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Turn the supernet's draw thread on (CUDA's default) for every NB201 supernet built from
+    now on; the list returned records, per ``load``, whether that very (cell, seed) was already
+    being drawn."""
     nb201 = get_space("nb201")
     real = type(nb201).supernet
 
@@ -187,15 +183,27 @@ def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
         sn.overlap = True
         return sn
 
-    monkeypatch.setattr(type(nb201), "supernet", overlapping)
-    used: list[bool] = []
+    drawn_ahead: list[bool] = []
     real_load = NB201Supernet.load
 
     def load(self, arch, seed):
-        used.append(self._pending is not None and self._pending[:2] == (arch, seed))
+        drawn_ahead.append(self._pending is not None and self._pending[:2] == (arch, seed))
         return real_load(self, arch, seed)
 
+    monkeypatch.setattr(type(nb201), "supernet", overlapping)
     monkeypatch.setattr(NB201Supernet, "load", load)
+    return drawn_ahead
+
+
+def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = Scorer(None, num_classes=10)
+    scorer.expect([("a", 0), ("a", 1), ("b", 0), ("c", 0)])
+    assert scorer._upcoming("a", 0) == ("a", 1)
+    assert scorer._upcoming("b", 0) == ("c", 0)  # ("a", 1) was skipped
+    assert scorer._upcoming("z", 0) is None  # not in the list: no hint, list kept
+    assert scorer._upcoming("c", 0) is None  # the last one
+    # rank with the overlap forced on (CUDA's default) gives the modules engine's scores.
+    used = _force_draw_ahead(monkeypatch)
     kw = dict(teacher="resnet20", proxies=["diswot", "ms", "mr"], seeds=2, batch_size=8,
               archs=_archs()[:5], progress=False)  # fmt: skip
     assert run_rank("nb201", **kw).scores == run_rank("nb201", engine="modules", **kw).scores
@@ -206,26 +214,10 @@ def test_search_guesses_its_next_candidate(monkeypatch: pytest.MonkeyPatch) -> N
     # With the draw thread forced on (CUDA's default), a serial search names its likely next
     # proposal while the current one is scored; the search must not change, and the guesses
     # should mostly be right (a candidate is in the next tournament only so often).
-    nb201 = get_space("nb201")
-    real = type(nb201).supernet
-
-    def overlapping(self, num_classes, device, channels_last):
-        sn = real(self, num_classes, device, channels_last)
-        sn.overlap = True
-        return sn
-
     skw = dict(teacher="resnet20", cycles=40, population=8, sample_size=3, batch_size=4, seed=2,
                max_flops=60e6)  # fmt: skip
     plain = run_search("nb201", engine="modules", **skw)
-    monkeypatch.setattr(type(nb201), "supernet", overlapping)
-    hits: list[bool] = []
-    real_load = NB201Supernet.load
-
-    def load(self, arch, seed):
-        hits.append(self._pending is not None and self._pending[0] == arch)
-        return real_load(self, arch, seed)
-
-    monkeypatch.setattr(NB201Supernet, "load", load)
+    hits = _force_draw_ahead(monkeypatch)
     guessed = run_search("nb201", **skw)
     key = [(c["arch"], c["score"]) for c in plain.candidates]
     assert key == [(c["arch"], c["score"]) for c in guessed.candidates] and len(key) == 40
