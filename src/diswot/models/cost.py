@@ -228,64 +228,50 @@ def _torch_forward(cls: type) -> bool:
     return False
 
 
-def _count_hooks(model: nn.Module, x: torch.Tensor, convention: str) -> int:
-    """MACs (and the NB201 extra terms) from forward hooks on the leaves: the same totals as the
-    dispatch counter for models :func:`_macs_in_leaves` accepts, without a dispatch mode (whose
-    first use imports ``torch._dynamo``, ~1 s, most of a short search's start-up)."""
+def _count(model: nn.Module, x: torch.Tensor, convention: str) -> int:
+    """MACs of one forward pass of ``model`` on ``x``, plus the NB201 extra terms for that
+    convention (from hooks on the modules the convention defines them for).
+
+    Where :func:`_macs_in_leaves` holds (diswot's own networks), the MACs come from hooks on the
+    conv and linear leaves too: the same totals (tested) without a dispatch mode, whose first use
+    imports ``torch._dynamo`` (~1 s, most of a short search's start-up). Anything else runs under
+    :class:`_MacCounter`, which sees every op.
+    """
     total = [0]
 
-    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if isinstance(module, nn.modules.conv._ConvNd):
-            w = module.weight
-            total[0] += out.numel() * w[0].numel()  # (C_in / groups) * kernel per output
-        elif isinstance(module, nn.Linear):
-            total[0] += out.numel() * module.in_features
-        if convention == "nb201" and args and isinstance(args[0], torch.Tensor):
+    def extra(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
             total[0] += _extra_ops(module, args[0], out)
 
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (*_MAC_LEAVES, *_COUNTED_TYPES))
-    ]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    def macs(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, nn.modules.conv._ConvNd):
+            total[0] += out.numel() * module.weight[0].numel()  # (C_in / groups) * kernel each
+        else:
+            total[0] += out.numel() * module.in_features
 
-
-def _count(model: nn.Module, x: torch.Tensor, convention: str) -> int:
-    if _macs_in_leaves(model):
-        return _count_hooks(model, x, convention)
-    return _count_dispatch(model, x, convention)
-
-
-def _count_dispatch(model: nn.Module, x: torch.Tensor, convention: str) -> int:
-    extra = [0]
-
-    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            extra[0] += _extra_ops(module, args[0], out)
-
+    by_hooks = _macs_in_leaves(model)
     handles = []
-    if convention == "nb201":
-        handles = [
-            m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED_TYPES)
-        ]
+    for m in model.modules():
+        if convention == "nb201" and isinstance(m, _COUNTED_TYPES):
+            handles.append(m.register_forward_hook(extra))
+        if by_hooks and isinstance(m, _MAC_LEAVES):
+            handles.append(m.register_forward_hook(macs))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's eval-mode fast path is one fused kernel with no FLOP formula.
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with _MacCounter() as counter:
+        if by_hooks:
             model(x)
+        else:
+            with _MacCounter() as counter:
+                model(x)
+            # torch counts a multiply-add as 2 FLOPs for convolution/mm/addmm/bmm.
+            total[0] += counter.flops // 2
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
-    # torch counts a multiply-add as 2 FLOPs for convolution/mm/addmm/bmm.
-    return counter.flops // 2 + extra[0]
+    return total[0]
 
 
 def profile(
