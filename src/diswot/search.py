@@ -648,24 +648,21 @@ def _evolution(
     """
     population: deque[dict] = deque()
     queue: deque[tuple[str, str, Any]] = deque()
+    rule = (population_size, sample_size, crossover_prob)
     stall = 0
     while True:
         while len(queue) < eng.in_flight and not eng.claimed_enough and stall < stall_limit:
-            if len(population) + len(queue) < population_size:
-                child: str | None = eng.sample_admissible(rng)
-            elif population:
-                child = _propose_child(eng, rng, list(population), sample_size, crossover_prob)
-                if child is None:
-                    stall += 1
-                    continue
-            else:
+            if not population and len(queue) >= population_size:
                 break  # every slot holds an initial sample: wait for the first results
+            child = _proposal(eng, rng, list(population), len(queue), *rule)
+            if child is None:
+                stall += 1
+                continue
             queue.append(eng.claim(child))
         if not queue:
             break
         if eng.draws_ahead and queue[0][0] == "new" and not eng.claimed_enough:
-            guess = _next_proposal(eng, rng, population, queue[0][1], population_size,
-                                   sample_size, crossover_prob)  # fmt: skip
+            guess = _next_proposal(eng, rng, population, queue[0][1], rule)
             if guess is not None:
                 eng.hint(guess)
         rec, new = eng.finish(queue.popleft())
@@ -678,14 +675,29 @@ def _evolution(
     return "cycles" if eng.done else "stalled"
 
 
+def _proposal(
+    eng: _Engine,
+    rng: random.Random,
+    members: list[dict],
+    in_flight: int,
+    population_size: int,
+    sample_size: int,
+    crossover_prob: float,
+) -> str | None:
+    """Aging evolution's next proposal: a random sample while the population plus the ``in_flight``
+    candidates are fewer than ``population_size``, else a child of a tournament winner among
+    ``members`` (``None``: no child fits the budget)."""
+    if len(members) + in_flight < population_size:
+        return eng.sample_admissible(rng)
+    return _propose_child(eng, rng, members, sample_size, crossover_prob)
+
+
 def _next_proposal(
     eng: _Engine,
     rng: random.Random,
     population: deque[dict],
     arch: str,
-    population_size: int,
-    sample_size: int,
-    crossover_prob: float,
+    rule: tuple[int, int, float],
 ) -> str | None:
     """The serial loop's next proposal, worked out while ``arch`` is being scored, guessing that
     ``arch`` wins no tournament (its score is not known yet). Right most of the time: the
@@ -695,16 +707,13 @@ def _next_proposal(
     wastes one weight draw. ``None`` where there is nothing useful to guess.
     """
     members = [*population, {"arch": arch, "score": None}]  # None ranks last (_key)
-    if len(members) > population_size:
+    if len(members) > rule[0]:
         members.pop(0)  # the oldest leaves, as it will
     spare = random.Random()
     spare.setstate(rng.getstate())
     rejected = eng.rejected
     try:
-        if len(members) < population_size:
-            guess = eng.sample_admissible(spare)
-        else:
-            guess = _propose_child(eng, spare, members, sample_size, crossover_prob)
+        guess = _proposal(eng, spare, members, 0, *rule)  # nothing in flight once it is in
     except DiswotError:
         return None  # the real proposal will raise it
     finally:
