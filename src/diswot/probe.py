@@ -400,11 +400,12 @@ class Scorer:
         self._supernet: Supernet | None = None
         self.device = resolve_device(device)
         #: On CUDA, an unexpected error of the supernet falls back to built networks (same
-        #: scores) instead of ending the run: a GPU stack the four test runs (H100, H200) did not
-        #: cover should cost speed, not a long run.
+        #: scores) instead of ending the run: a GPU stack unlike the H100/H200 ones it ran on
+        #: should cost speed, not a long run.
         self._supernet_fallback = self.device.type == "cuda"
         #: Channels-last convolutions on the CPU: oneDNN's fast path (an NB201 candidate at batch 64
-        #: scores 1.9x faster, ``benchmarks/precision.py``); off on CUDA, where it is unmeasured.
+        #: scores 1.9x faster, ``benchmarks/precision.py``); off on CUDA, where it was slower
+        #: (23.7 against 14.9 ms per candidate on an H200, ``benchmarks/gpu.py`` stage precision).
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.teacher_spec = teacher
         self.num_classes = num_classes
@@ -471,9 +472,8 @@ class Scorer:
     def _drop_supernet(self, error: Exception) -> None:
         """Score with built networks from now on, after the supernet failed on this device.
 
-        Only where the supernet path has not been run before this release (CUDA: its graph,
-        pinned copies and draw thread): the modules engine gives the same scores, so nothing
-        changes but speed, and the note says why.
+        Only on CUDA (its graph, pinned copies and draw thread, run on two GPU types so far): the
+        modules engine gives the same scores, so nothing changes but speed, and the note says why.
         """
         print(
             f"diswot: note: the NB201 supernet failed on {self.device} "
@@ -649,7 +649,7 @@ class Scorer:
         if self.engine != "supernet":
             return False
         if self._supernet is not None:
-            return bool(getattr(self._supernet, "overlap", False))
+            return self._supernet.overlap
         return self.device.type == "cuda"
 
     def _upcoming(self, student: str, seed: int) -> tuple[str, int] | None:
