@@ -2,12 +2,13 @@
 
 ``--engine modules`` builds each student as an ``nn.Module`` (a finished network is retargeted to
 the next cell in place, as ``rank`` and ``search`` do); ``--engine supernet`` (the NB201 default)
-draws the same weights into one preallocated store and runs the forward functionally, on CUDA as
-one replayed CUDA graph. This times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
+draws the same weights into one preallocated store and runs the candidate's ops functionally. This
+times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
 ``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class count, batch
 64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine (taking
-turns cell by cell), and on CUDA also for the supernet without graphs and without the overlap
-(the next candidate's weights drawn on a CPU thread while the GPU scores); then the supernet's
+turns cell by cell), and on CUDA also for the supernet without the overlap (the next candidate's
+weights drawn on a CPU thread while the GPU scores) and with its opt-in CUDA graph (every op run
+under a mask, one replay per candidate); then the supernet's
 ``load`` alone (the weight draws: its CPU side). It reports how many scores equal the modules
 engine's exactly (they should all).
 
@@ -44,8 +45,8 @@ def _scorer(
 
 
 def measure(cells: list[str], device: str, batch_size: int) -> dict:
-    """Every engine on ``cells``; on CUDA also the supernet without its graph, and without
-    drawing the next candidate's weights on a thread while the GPU scores (overlap).
+    """Every engine on ``cells``; on CUDA also the supernet without drawing the next candidate's
+    weights on a thread while the GPU scores (overlap), and with its opt-in CUDA graph.
 
     The engines take turns cell by cell, so a machine that slows down or speeds up during the run
     (a shared host) weighs on all of them alike. The first cell is a warm-up for each (cuDNN
@@ -55,7 +56,7 @@ def measure(cells: list[str], device: str, batch_size: int) -> dict:
         "modules": ("modules", {}),
         "supernet": ("supernet", {}),
     }
-    if device.startswith("cuda"):  # what each of the supernet's CUDA defaults buys
+    if device.startswith("cuda"):  # what the draw thread buys, and what the graph would
         runs["supernet_no_overlap"] = ("supernet", {"overlap": False})
         runs["supernet_graphs"] = ("supernet", {"cuda_graphs": True})
     scorers = {name: _scorer(e, device, batch_size, o, cells) for name, (e, o) in runs.items()}
