@@ -2,17 +2,20 @@
 
 ``--engine modules`` builds each student as an ``nn.Module`` (a finished network is retargeted to
 the next cell in place, as ``rank`` and ``search`` do); ``--engine supernet`` (the NB201 default)
-draws the same weights into one preallocated store and runs the candidate's ops functionally. This
+slices the same weights out of one draw per seed (its weight stream) and runs the candidate's ops
+functionally; ``supernet_drawn`` is the supernet drawing each candidate's weights into its store
+instead (the default before weight streams, on CUDA with its draw thread). This
 times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
 ``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class count, batch
 64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine (taking
-turns cell by cell), and on CUDA also for the supernet without the overlap (the next candidate's
-weights drawn on a CPU thread while the GPU scores) and with its opt-in CUDA graph (every op run
-under a mask, one replay per candidate); then the supernet's
-``load`` alone (the weight draws: its CPU side). It reports how many scores equal the modules
+turns cell by cell), and on CUDA also for the drawing supernet without the overlap (the next
+candidate's weights drawn on a CPU thread while the GPU scores) and with its opt-in CUDA graph
+(every op run under a mask, one replay per candidate); then ``load`` alone, streamed and drawn
+(the supernet's CPU side). It reports how many scores equal the modules
 engine's exactly (they should all).
 
     python benchmarks/engine.py --sample 100 --threads 1                 # CPU
+    python benchmarks/engine.py --sample 100 --threads 1 --contiguous    # CPU, CUDA's layout
     PYTHONPATH=src python3 benchmarks/engine.py --device cuda            # a GPU machine
 
 The last line is one JSON object (also written to ``--out`` when given).
@@ -33,33 +36,45 @@ from diswot.probe import Scorer
 
 
 def _scorer(
-    engine: str, device: str, batch_size: int, options: dict[str, bool], cells: list[str]
+    engine: str,
+    device: str,
+    batch_size: int,
+    options: dict[str, bool],
+    cells: list[str],
+    channels_last: bool | None,
 ) -> Scorer:
-    scorer = nb201_scorer(device, batch_size, engine=engine)
+    scorer = nb201_scorer(device, batch_size, engine=engine, channels_last=channels_last)
     scorer.teacher(0)
     scorer.expect((a, 0) for a in cells)  # as rank does: the supernet may draw ahead
     supernet = scorer.supernet_for(cells[0])
-    for name, value in options.items():  # cuda_graphs on / overlap off, for comparison
+    for name, value in options.items():  # streams / overlap off, cuda_graphs on: to compare
         setattr(supernet, name, value)
     return scorer
 
 
-def measure(cells: list[str], device: str, batch_size: int) -> dict:
-    """Every engine on ``cells``; on CUDA also the supernet without drawing the next candidate's
-    weights on a thread while the GPU scores (overlap), and with its opt-in CUDA graph.
+def measure(
+    cells: list[str], device: str, batch_size: int, channels_last: bool | None = None
+) -> dict:
+    """Every engine on ``cells``, the supernet with and without weight streams; on CUDA also the
+    drawing supernet without its draw thread (overlap), and with its opt-in CUDA graph.
 
     The engines take turns cell by cell, so a machine that slows down or speeds up during the run
     (a shared host) weighs on all of them alike. The first cell is a warm-up for each (cuDNN
-    heuristics, graph capture, the allocator).
+    heuristics, graph capture, the allocator). ``channels_last``: the Scorer's layout (``None``:
+    its default, channels-last on the CPU only; weight streams need the contiguous one).
     """
     runs: dict[str, tuple[str, dict[str, bool]]] = {
         "modules": ("modules", {}),
         "supernet": ("supernet", {}),
+        "supernet_drawn": ("supernet", {"streams": False, "overlap": device.startswith("cuda")}),
     }
     if device.startswith("cuda"):  # what the draw thread buys, and what the graph would
-        runs["supernet_no_overlap"] = ("supernet", {"overlap": False})
-        runs["supernet_graphs"] = ("supernet", {"cuda_graphs": True})
-    scorers = {name: _scorer(e, device, batch_size, o, cells) for name, (e, o) in runs.items()}
+        runs["supernet_no_overlap"] = ("supernet", {"streams": False, "overlap": False})
+        runs["supernet_graphs"] = ("supernet", {"streams": False, "cuda_graphs": True})
+    scorers = {
+        name: _scorer(e, device, batch_size, o, cells, channels_last)
+        for name, (e, o) in runs.items()
+    }
     sync(device)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     values: dict[str, dict[str, float]] = {name: {} for name in runs}
@@ -76,16 +91,18 @@ def measure(cells: list[str], device: str, batch_size: int) -> dict:
         out[name] = {**ms_stats(seconds[name]), "equal_to_modules": sum(
             values[name][a] == ref[a] for a in cells
         )}  # fmt: skip
-    # The CPU side of a supernet candidate alone: drawing its weights (on CUDA, queuing the copy).
-    supernet = scorers["supernet"].supernet_for(cells[0])
-    assert supernet is not None
-    loads = []
-    for arch in cells[1:]:
-        t0 = time.perf_counter()
-        supernet.load(arch, 0)
-        loads.append(time.perf_counter() - t0)
-    sync(device)
-    out["supernet"]["load"] = ms_stats(loads)
+    # The CPU side of a supernet candidate alone: slicing its weights out of the stream, or
+    # drawing them (on CUDA, and queuing the copy).
+    for name in ("supernet", "supernet_drawn"):
+        supernet = scorers[name].supernet_for(cells[0])
+        assert supernet is not None
+        loads = []
+        for arch in cells[1:]:
+            t0 = time.perf_counter()
+            supernet.load(arch, 0)
+            loads.append(time.perf_counter() - t0)
+        sync(device)
+        out[name]["load"] = ms_stats(loads)
     for name in runs:
         print(f"{name}: {out[name]}", flush=True)
     return out
@@ -98,6 +115,11 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=100, help="timed cells (one more warms up)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument(
+        "--contiguous",
+        action="store_true",
+        help="score in the contiguous layout (CUDA's; on the CPU the default is channels-last)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,7 +129,13 @@ def main() -> None:
         "command": "python benchmarks/engine.py " + " ".join(sys.argv[1:]),
         "machine": machine(args.device),
         "batch_size": args.batch_size,
-        **measure(cells[: args.sample + 1], args.device, args.batch_size),
+        "channels_last": not args.contiguous and args.device == "cpu",
+        **measure(
+            cells[: args.sample + 1],
+            args.device,
+            args.batch_size,
+            False if args.contiguous else None,
+        ),
     }
     emit(report, args.out)
 

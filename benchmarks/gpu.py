@@ -15,8 +15,9 @@ others still run. Stages:
    and p90 over ``--sample`` cells after a warm-up candidate; and how many scores the two ways
    agree on exactly.
 2. ``engine``: ``benchmarks/engine.py``: the same cells scored per candidate by each engine as
-   ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, with its CUDA graph
-   and its overlapped weight draws; and the supernet without each of those), median and p90, and
+   ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, slicing weights out
+   of per-seed streams; ``supernet_drawn``, drawing them per candidate on its draw thread; and that
+   without the thread, and with the CUDA graph), median and p90, and
    how many scores equal the modules engine's exactly. Every later stage runs ``rank`` or
    ``search`` with the default engine (the supernet on NB201).
 3. ``search``: ``diswot search --device cuda`` for ``--search-cycles`` (1,000) candidates, serial

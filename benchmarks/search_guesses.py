@@ -3,11 +3,12 @@
 While a candidate is scored, a serial ``search`` on the supernet's draw-ahead path works out its
 likely next proposal and the supernet draws that candidate's weights on a thread
 (``docs/scale.md``, the overlap paragraph). This counts, per scored candidate, whether its weights
-were already being drawn. On the CPU the draw thread is off by default, so ``--force`` turns it on
-(as the tests do); on CUDA it is the default.
+were already being drawn. The draw thread is off by default everywhere (on CUDA the supernet
+slices weights out of per-seed streams instead, nothing to draw), so ``--force`` turns it on, as
+the tests do.
 
     python benchmarks/search_guesses.py --cycles 300 --force --threads 1
-    PYTHONPATH=src python3 benchmarks/search_guesses.py --device cuda --cycles 1000
+    PYTHONPATH=src python3 benchmarks/search_guesses.py --device cuda --cycles 1000 --force
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=300)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=4, help="small: only the guesses matter")
-    p.add_argument("--force", action="store_true", help="turn the draw thread on (CPU)")
+    p.add_argument("--force", action="store_true", help="turn the draw thread on")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:

@@ -72,6 +72,62 @@ def test_load_draws_a_fresh_builds_weights_in_its_order() -> None:
     assert all(torch.equal(a, b) for a, b in zip(slots, convs))
 
 
+def test_weight_streams_are_the_per_candidate_draws() -> None:
+    # The default off channels-last (CUDA's layout): weights are windows of one draw per seed.
+    streamed, drawn = NB201Supernet(100), NB201Supernet(100, streams=False)
+    assert streamed.streams and not drawn.streams and not streamed.overlap
+    rng = random.Random(1)
+    archs = _archs() + [format_arch([rng.choice(OPS) for _ in range(6)]) for _ in range(40)]
+    for i, arch in enumerate(archs):
+        seed = i % 3  # seeds taking turns, as rank --seeds 3 asks for them
+        streamed.load(arch, seed)
+        drawn.load(arch, seed)
+        assert streamed._weights.keys() == drawn._weights.keys()
+        for key in streamed._draw_order(streamed.ops):
+            assert torch.equal(streamed._weights[key], drawn._weights[key]), (arch, key)
+    assert sorted(streamed._streams) == [0, 1, 2]  # one draw per seed, kept
+
+
+def test_weight_streams_check_themselves_and_refuse_what_they_cannot_feed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # A PyTorch whose draws stopped splitting into windows: streams switch off, nothing changes.
+    monkeypatch.setattr(NB201Supernet, "_stream_holds", lambda self, stream, seed: False)
+    sn, ref = NB201Supernet(10), NB201Supernet(10, streams=False)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    for i, arch in enumerate(_archs()[:4]):
+        sn.load(arch, i)
+        ref.load(arch, i)
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(sn.features(x), ref.features(x)))
+    assert not sn.streams and not sn._streams
+    assert capsys.readouterr().err.count("weight streams off") == 1
+    monkeypatch.undo()
+    assert NB201Supernet(10, C=16)._stream_holds(torch.zeros(4), 0) is False
+    # Shapes that break the 16-number alignment never stream, and asking for it is an error.
+    assert not NB201Supernet(10, C=8, N=1).streams
+    with pytest.raises(DiswotError, match="multiple of 16.*streams=False"):
+        NB201Supernet(10, C=8, N=1, streams=True)
+    with pytest.raises(DiswotError, match="channels-last.*streams=False"):
+        NB201Supernet(10, channels_last=True, streams=True)
+    assert not NB201Supernet(10, channels_last=True).streams
+
+
+def test_streamed_scorer_gives_the_modules_engines_scores() -> None:
+    # The Scorer path CUDA takes by default (no channels-last), here on the CPU, with two seeds.
+    nb201 = get_space("nb201")
+    kw = dict(num_classes=10, batch_size=8, channels_last=False, seeds=(0, 1))
+    streamed = Scorer.for_space(nb201, "resnet20", **kw)
+    built = Scorer.for_space(nb201, "resnet20", engine="modules", **kw)
+    assert streamed.engine == "supernet" and not streamed.draws_ahead
+    for arch in _archs()[:6]:
+        for seed in (0, 1):
+            want = built.evaluate(arch, ["diswot", "ms", "mr"], seed)
+            assert streamed.evaluate(arch, ["diswot", "ms", "mr"], seed) == want, arch
+    supernet = streamed.supernet_for(_archs()[0])
+    assert supernet is not None and supernet.streams and len(supernet._streams) == 2
+
+
 def test_features_before_load_and_bad_arch_are_one_line_errors() -> None:
     sn = NB201Supernet(10)
     with pytest.raises(DiswotError, match="load"):

@@ -644,13 +644,11 @@ class Scorer:
 
     @property
     def draws_ahead(self) -> bool:
-        """Whether hints pay: the supernet engine with its draw thread (CUDA's default), which
-        draws the next candidate's weights while the device scores the current one."""
-        if self.engine != "supernet":
-            return False
-        if self._supernet is not None:
-            return self._supernet.overlap
-        return self.device.type == "cuda"
+        """Whether hints pay: the supernet engine with its draw thread, which draws the next
+        candidate's weights while the device scores the current one. Off by default (NB201's
+        supernet slices weights out of per-seed streams, nothing to draw ahead), and ``False``
+        until the supernet exists: asked per candidate, only the first hint can be missed."""
+        return self.engine == "supernet" and self._supernet is not None and self._supernet.overlap
 
     def _upcoming(self, student: str, seed: int) -> tuple[str, int] | None:
         """Mark ``(student, seed)`` as evaluated in :meth:`expect`'s list; the one after it."""

@@ -6,9 +6,10 @@ forward pass. Every NB201 network shares one skeleton, so :class:`NB201Supernet`
 weights of *every* op on every edge of every cell, plus the fixed stem, reduction blocks and
 classifier. Scoring a candidate then means:
 
-1. drawing its N(0, 1) weights from the seeded CPU generator into the slots of the ops it uses, in
-   the order :func:`~diswot.models.init_weights` visits a freshly built network, so they are the
-   same numbers (one host-to-device copy on CUDA);
+1. giving the slots of the ops it uses the N(0, 1) weights :func:`~diswot.models.init_weights`
+   draws for a freshly built network from the seeded CPU generator, in the order it visits the
+   modules, so they are the same numbers. By default they are not drawn per candidate at all but
+   sliced out of the seed's *weight stream* (below): views, no random numbers, no copy;
 2. running its forward pass functionally on those slots, only the candidate's ops, no
    ``nn.Module`` involved (5.1 ms per candidate on an H100, 6.6 on an H200, against 16.7-24.0 with
    built networks: ``benchmarks/engine.py``, ``docs/scale.md``).
@@ -21,6 +22,18 @@ selected op's output exactly, and unused ops never enter a sum, so the features 
 candidate network's bit for bit (``tests/test_supernet.py`` checks both forwards against built
 networks). It is not the default because running every op took 8.4 ms per candidate on both cards.
 
+**Weight streams.** PyTorch's CPU ``normal_`` fills a float tensor of ``n >= 16`` elements, ``n`` a
+multiple of 16, from the next ``n`` numbers of the generator, turned into normals 16 at a time; so
+consecutive draws of such sizes are, number for number, one draw of their total size. Every slot
+of the standard skeleton has such a size, and a candidate's weights are consecutive draws from one
+reseeded generator, so they are consecutive windows of one long draw per seed: drawn once (about
+1.5 M numbers), kept on the device, and sliced by offset for every candidate. That removes the
+per-candidate draw (2.6 of 9.6 ms per candidate in a profiled 1,000-candidate search on an H200,
+``benchmarks/results/run3-h200-search-profile.txt``) and the host-to-device copy. PyTorch does not
+promise this property, so the first stream is checked against per-slot draws, and a mismatch turns
+streams off (the draws then run per candidate as before); shapes that break the rule (a stem width
+not a multiple of 16) never use them.
+
 Only what the Gaussian init and the functional forward reproduce is covered: NB201's standard
 skeleton (C=16, N=5 as the benchmark), the paper's N(0, 1) init (BatchNorm scales 1, shifts 0,
 classifier bias 0) and BatchNorm in train mode.
@@ -30,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,6 +64,9 @@ _Edge = Callable[[int, int, Tensor, dict[int, Tensor], int], Tensor]
 _KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 # nn.BatchNorm2d's defaults, which every BatchNorm of NB201Network uses.
 _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
+#: Weight streams kept (one per init seed, about 6 MB each with C=16): ``rank --seeds`` cycles
+#: through its seeds per cell, so fewer than it uses would redraw one for every evaluation.
+_STREAMS_KEPT = 8
 
 
 @dataclass
@@ -87,7 +104,11 @@ class NB201Supernet:
             (5.4 against 8.4 ms per candidate, ``benchmarks/engine.py``), since the graph must
             run all five ops of every edge.
         overlap: let :meth:`prefetch` draw the next candidate's weights on a background thread
-            while the device scores the current one (``None``: on CUDA).
+            while the device scores the current one (``None``: on CUDA where weight streams are
+            off). With overlap on, weights are drawn per candidate, not streamed.
+        streams: slice weights out of one draw per seed instead of drawing them per candidate
+            (module docstring). ``None``: wherever the shapes allow it and neither CUDA graphs
+            (which need fixed weight addresses) nor channels-last (which needs copies) is on.
     """
 
     def __init__(
@@ -100,6 +121,7 @@ class NB201Supernet:
         channels_last: bool = False,
         cuda_graphs: bool = False,
         overlap: bool | None = None,
+        streams: bool | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.device = torch.device(device)
@@ -178,9 +200,38 @@ class NB201Supernet:
         self._select = [[self._mask[k, j] for j in range(len(OPS))] for k in range(len(EDGES))]
         self._graphs: dict[tuple, _Captured] = {}
         self._gen = torch.Generator(device="cpu")
+
+        # Weight streams: possible when every slot's size keeps the draws aligned (module
+        # docstring); the longest candidate draws every edge's 3x3 convolution.
+        aligned = all(_numel(s) % 16 == 0 for s in shapes.values())
+        if streams and not aligned:
+            raise DiswotError(
+                "weight streams need every weight's size to be a multiple of 16 "
+                "(a stem width C that is one); pass streams=False"
+            )
+        if streams and (cuda_graphs or channels_last):
+            raise DiswotError(
+                "weight streams cannot feed CUDA graphs or channels-last weights; "
+                "pass streams=False"
+            )
+        #: Whether weights are sliced out of a per-seed stream (see the module docstring).
+        self.streams = (
+            aligned and not cuda_graphs and not channels_last if streams is None else streams
+        )
+        longest = self._draw_order(("nor_conv_3x3",) * len(EDGES))
+        self._stream_len = sum(_numel(shapes[key]) for key in longest)
+        self._streams: OrderedDict[int, Tensor] = OrderedDict()
+        self._stream_checked = False
+        #: Every slot's tensor when nothing is streamed: what a streamed candidate's unused slots
+        #: show the masked forward.
+        self._idle = self._weights
+
         #: Draw the next candidate's weights on a background thread (``prefetch``); ``None``: on
-        #: CUDA, where the host is otherwise idle while the device scores.
-        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        #: CUDA without weight streams, where the host is otherwise idle while the device scores.
+        self._auto_overlap = overlap is None
+        self.overlap = (
+            self.device.type == "cuda" and not self.streams if overlap is None else overlap
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._bg_gen = torch.Generator(device="cpu")  # the thread's own: generators are not shared
         self._pending: tuple[str, int, int, Future] | None = None
@@ -227,6 +278,40 @@ class NB201Supernet:
             buf.mask[k, OPS.index(op)] = True
         return order
 
+    def _stream(self, seed: int) -> Tensor | None:
+        """``seed``'s weight stream on the device (drawn on first use); ``None`` if streams turned
+        out not to hold on this PyTorch, which then also turns them off."""
+        stream = self._streams.get(seed)
+        if stream is not None:
+            self._streams.move_to_end(seed)
+            return stream
+        self._gen.manual_seed(seed)
+        host = torch.empty(self._stream_len).normal_(generator=self._gen)
+        if not self._stream_checked:
+            self._stream_checked = True
+            if not self._stream_holds(host, seed):
+                print(
+                    "diswot: note: NB201 supernet weight streams off: this PyTorch's draws do not "
+                    "split into windows of one draw (weights are drawn per candidate instead)",
+                    file=sys.stderr,
+                )
+                self.streams = False
+                if self._auto_overlap:  # then the draws are per candidate: overlap them
+                    self.overlap = self.device.type == "cuda"
+                return None
+        stream = host.to(self.device) if self.device.type != "cpu" else host
+        self._streams[seed] = stream
+        if len(self._streams) > _STREAMS_KEPT:
+            self._streams.popitem(last=False)
+        return stream
+
+    def _stream_holds(self, stream: Tensor, seed: int) -> bool:
+        """Whether the per-slot draws of the longest candidate are ``stream``, number for number."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        order = self._draw_order(("nor_conv_3x3",) * len(EDGES))
+        drawn = [torch.empty(self._shapes[key]).normal_(generator=gen) for key in order]
+        return torch.equal(torch.cat([t.flatten() for t in drawn]), stream)
+
     def prefetch(self, arch: str, seed: int) -> None:
         """Start drawing ``arch``'s weights under ``seed`` into the spare host store, on a
         background thread, so that a following ``load(arch, seed)`` only swaps stores.
@@ -255,6 +340,19 @@ class NB201Supernet:
         built ``NB201Network(arch)`` under ``seed``: same generator, same order, same shapes.
         """
         ops = parse_arch(arch)
+        if self.streams and not self.overlap and not self.cuda_graphs:
+            stream = self._stream(seed)
+            if stream is not None:
+                weights, offset = dict(self._idle), 0
+                for key in self._draw_order(ops):
+                    shape = self._shapes[key]
+                    n = _numel(shape)
+                    weights[key] = stream[offset : offset + n].view(shape)
+                    offset += n
+                self._weights = weights
+                self.ops = ops
+                self.arch = arch
+                return
         pending, self._pending = self._pending, None
         # A pending draw is finished (and its errors raised) before its store is used.
         order = pending[3].result() if pending is not None else None
@@ -264,6 +362,7 @@ class NB201Supernet:
             order = self._draw(self._buffers[self._current], ops, seed, self._gen)
         buf = self._buffers[self._current]
         with self._on_device():  # copies and event on this device's stream (cuda:1 too)
+            self._weights = self._idle
             if self._shared_store:
                 self._weights = buf.slots
             elif self.channels_last:
@@ -345,7 +444,10 @@ class NB201Supernet:
 
     def masked_features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
         """The masked supernet pass without a graph (what a graph replays); for tests and timing."""
-        self._mask.copy_(self._buffers[self._current].mask)  # load() copies it only for graphs
+        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
+        for k, op in enumerate(self.ops):
+            mask[k, OPS.index(op)] = True
+        self._mask.copy_(mask)  # load() copies it only for graphs
         with _autocast(x.device, dtype):
             return self._forward(x, self._masked_op)
 
