@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from diswot.metrics import (
+    Reference,
     classifier_gradient,
     diswot_score,
     relation_similarity,
@@ -111,3 +112,27 @@ def test_diswot_score_is_negative_sum() -> None:
     assert d["score"] == pytest.approx(-(d["ms"] + d["mr"]))
     assert d["semantic_form"] == "channel"
     assert all(math.isfinite(d[k]) for k in ("score", "ms", "mr"))
+
+
+def test_teacher_reference_gives_the_same_numbers() -> None:
+    # The teacher's terms computed once (what the Scorer keeps per seed) change no bit of any form.
+    g_t, f_t = (
+        _grad(10, 16, 4),
+        torch.randn(8, 16, 4, 4, generator=torch.Generator().manual_seed(5)),
+    )
+    ref = Reference(g_t.float(), f_t)
+    for width, seed in ((16, 6), (24, 7), (16, 8)):  # channel form, class form, channel again
+        g_s = _grad(10, width, seed)
+        f_s = torch.randn(8, width, 2, 2, generator=torch.Generator().manual_seed(seed))
+        assert diswot_score(ref, None, g_s, f_s) == diswot_score(g_t.float(), f_t, g_s, f_s)
+        for mode in ("class",) if width != 16 else ("channel", "class"):
+            a = semantic_similarity(ref, g_s, mode)[0]
+            assert torch.equal(a, semantic_similarity(g_t.float(), g_s, mode)[0])
+        assert torch.equal(relation_similarity(ref, f_s), relation_similarity(f_t, f_s))
+    assert "sample_relation" in ref.__dict__ and "class_relation" in ref.__dict__  # kept
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        relation_similarity(ref, f_s[:4])
+    with pytest.raises(ValueError, match="without the teacher's feature map"):
+        relation_similarity(Reference(g_t), f_s)
+    with pytest.raises(ValueError, match="teacher has 10 classes, student 3"):
+        semantic_class(ref, _grad(3, 16, 9))

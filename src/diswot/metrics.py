@@ -26,10 +26,15 @@ It works across any widths and resolutions.
 
 The classifier gradient has the closed form ``(softmax(z) - onehot(y))^T h / N`` with ``h`` the classifier
 input, so scoring never needs a backward pass through the network (:func:`classifier_gradient`).
+
+Half of each comparison is the teacher's, the same for every candidate: :class:`Reference` holds
+those terms once per teacher and seed, and the scores computed with it are the same numbers
+(the same operations on the same inputs, only not repeated).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -58,16 +63,55 @@ def _unit_rows(g: Tensor) -> Tensor:
     return torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
 
 
-def semantic_channel(g_t: Tensor, g_s: Tensor) -> Tensor:
+class Reference:
+    """The teacher's side of :func:`diswot_score` for one teacher pass, each term computed on
+    first use and kept: scoring many students against one teacher then does only their half.
+
+    Args:
+        grad: the teacher's classifier gradient (``K x C``).
+        feature_map: its pre-pool features (``N x ...``); only ``M_r`` needs them.
+    """
+
+    def __init__(self, grad: Tensor, feature_map: Tensor | None = None) -> None:
+        self.grad = grad.double()
+        self.feature_map = feature_map
+
+    @cached_property
+    def sign(self) -> Tensor:
+        return torch.sign(self.grad)
+
+    @cached_property
+    def sign_square(self) -> Tensor:
+        return self.sign.square()
+
+    @cached_property
+    def unit_grad(self) -> Tensor:
+        return _unit_rows(self.grad)
+
+    @cached_property
+    def class_relation(self) -> Tensor:
+        """Row-normalised ``g g^T`` (the width-independent ``M_s``)."""
+        return _unit_gram(self.grad)
+
+    @cached_property
+    def sample_relation(self) -> Tensor:
+        """Row-normalised ``F F^T`` (``M_r``)."""
+        if self.feature_map is None:
+            raise ValueError("this Reference was made without the teacher's feature map")
+        return _unit_gram(self.feature_map)
+
+
+def semantic_channel(g_t: Tensor | Reference, g_s: Tensor) -> Tensor:
     """Exact channel-form ``M_s`` for equal widths (see the module docstring)."""
-    if g_t.shape != g_s.shape:
+    ref = g_t if isinstance(g_t, Reference) else Reference(g_t)
+    if ref.grad.shape != g_s.shape:
         raise ValueError(
-            f"channel form needs equal shapes, got {tuple(g_t.shape)} and {tuple(g_s.shape)}"
+            f"channel form needs equal shapes, got {tuple(ref.grad.shape)} and {tuple(g_s.shape)}"
         )
-    g_t, g_s = g_t.double(), g_s.double()
-    st, ss = torch.sign(g_t), torch.sign(g_s)
-    cos = (_unit_rows(g_t) * _unit_rows(g_s)).sum(dim=1)  # (K,)
-    per_class = (st.square() + ss.square()).mean(dim=1) - 2.0 * (st * ss).mean(dim=1) * cos
+    g_s = g_s.double()
+    st, ss = ref.sign, torch.sign(g_s)
+    cos = (ref.unit_grad * _unit_rows(g_s)).sum(dim=1)  # (K,)
+    per_class = (ref.sign_square + ss.square()).mean(dim=1) - 2.0 * (st * ss).mean(dim=1) * cos
     return per_class.mean()
 
 
@@ -80,29 +124,34 @@ def semantic_channel_reference(g_t: Tensor, g_s: Tensor) -> Tensor:
     return (a_s - a_t).square().sum() / (c * k)
 
 
-def _gram_distance(x_t: Tensor, x_s: Tensor) -> Tensor:
-    """``||norm_rows(X_t X_t^T) - norm_rows(X_s X_s^T)||^2 / n^2`` in float64."""
-    x_t = x_t.double().flatten(1)
-    x_s = x_s.double().flatten(1)
-    g_t = _unit_rows(x_t.mm(x_t.t()))
-    g_s = _unit_rows(x_s.mm(x_s.t()))
+def _unit_gram(x: Tensor) -> Tensor:
+    """``X X^T`` of ``x`` flattened per row, in float64, with L2-normalised rows."""
+    x = x.double().flatten(1)
+    return _unit_rows(x.mm(x.t()))
+
+
+def _gram_distance(g_t: Tensor, x_s: Tensor) -> Tensor:
+    """``||G_t - norm_rows(X_s X_s^T)||^2 / n^2`` in float64, ``G_t`` already a :func:`_unit_gram`."""
+    g_s = _unit_gram(x_s)
     n = g_t.shape[0]
     return (g_t - g_s).square().sum() / (n * n)
 
 
-def semantic_class(g_t: Tensor, g_s: Tensor) -> Tensor:
+def semantic_class(g_t: Tensor | Reference, g_s: Tensor) -> Tensor:
     """Width-independent ``M_s``: distance between the ``K x K`` class-relation matrices."""
-    if g_t.shape[0] != g_s.shape[0]:
-        raise ValueError(f"teacher has {g_t.shape[0]} classes, student {g_s.shape[0]}")
-    return _gram_distance(g_t, g_s)
+    ref = g_t if isinstance(g_t, Reference) else Reference(g_t)
+    if ref.grad.shape[0] != g_s.shape[0]:
+        raise ValueError(f"teacher has {ref.grad.shape[0]} classes, student {g_s.shape[0]}")
+    return _gram_distance(ref.class_relation, g_s)
 
 
 def semantic_similarity(
-    g_t: Tensor, g_s: Tensor, mode: SemanticMode = "auto"
+    g_t: Tensor | Reference, g_s: Tensor, mode: SemanticMode = "auto"
 ) -> tuple[Tensor, str]:
     """``M_s`` and the form used (``"channel"`` or ``"class"``); ``auto`` picks channel when widths match."""
     if mode == "auto":
-        mode = "channel" if g_t.shape == g_s.shape else "class"
+        shape = g_t.grad.shape if isinstance(g_t, Reference) else g_t.shape
+        mode = "channel" if shape == g_s.shape else "class"
     if mode == "channel":
         return semantic_channel(g_t, g_s), "channel"
     if mode == "class":
@@ -110,19 +159,30 @@ def semantic_similarity(
     raise ValueError(f"unknown semantic mode {mode!r}; use auto, channel or class")
 
 
-def relation_similarity(f_t: Tensor, f_s: Tensor) -> Tensor:
+def relation_similarity(f_t: Tensor | Reference, f_s: Tensor) -> Tensor:
     """``M_r``: SP distance between the ``N x N`` sample-relation matrices of pre-pool features."""
-    if f_t.shape[0] != f_s.shape[0]:
-        raise ValueError(f"batch sizes differ: {f_t.shape[0]} vs {f_s.shape[0]}")
-    return _gram_distance(f_t, f_s)
+    n_t = f_t.sample_relation.shape[0] if isinstance(f_t, Reference) else f_t.shape[0]
+    if n_t != f_s.shape[0]:
+        raise ValueError(f"batch sizes differ: {n_t} vs {f_s.shape[0]}")
+    g_t = f_t.sample_relation if isinstance(f_t, Reference) else _unit_gram(f_t)
+    return _gram_distance(g_t, f_s)
 
 
 def diswot_score(
-    g_t: Tensor, f_t: Tensor, g_s: Tensor, f_s: Tensor, mode: SemanticMode = "auto"
+    g_t: Tensor | Reference,
+    f_t: Tensor | None,
+    g_s: Tensor,
+    f_s: Tensor,
+    mode: SemanticMode = "auto",
 ) -> dict[str, float | str]:
-    """DisWOT score ``-(M_s + M_r)`` (higher is better) with both components and the semantic form."""
-    ms, form = semantic_similarity(g_t, g_s, mode)
-    mr = relation_similarity(f_t, f_s)
+    """DisWOT score ``-(M_s + M_r)`` (higher is better) with both components and the semantic form.
+
+    ``g_t`` may be the teacher's :class:`Reference` (then ``f_t`` is ignored and may be ``None``):
+    the same numbers, without recomputing the teacher's terms.
+    """
+    ref = g_t if isinstance(g_t, Reference) else Reference(g_t, f_t)  # type: ignore[arg-type]
+    ms, form = semantic_similarity(ref, g_s, mode)
+    mr = relation_similarity(ref, f_s)
     # One device-to-host read for all three numbers: the only synchronisation a candidate needs.
     score, ms_v, mr_v = torch.stack([-(ms + mr), ms, mr]).tolist()
     return {"score": score, "ms": ms_v, "mr": mr_v, "semantic_form": form}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from diswot.data import probe_batch
 from diswot.errors import DiswotError
 from diswot.features import FeatureExtractor, Features
-from diswot.metrics import SemanticMode, classifier_gradient, diswot_score
+from diswot.metrics import Reference, SemanticMode, classifier_gradient, diswot_score
 from diswot.models import create_model, init_weights, reinit_covers
 from diswot.models.cost import ModelCost, profile, profile_arch
 from diswot.proxies import get_proxy
@@ -186,6 +186,19 @@ class TeacherCache:
     logits: Tensor
     seconds: float
 
+    _derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def reference(self) -> Reference:
+        """The teacher's half of the DisWOT metrics, computed once for every student."""
+        return Reference(self.grad, self.feature_map)
+
+    def derived(self, name: str, compute: Callable[[TeacherCache], Any]) -> Any:
+        """``compute(self)``, once: a teacher-side term a proxy reuses for every student."""
+        if name not in self._derived:
+            self._derived[name] = compute(self)
+        return self._derived[name]
+
 
 @dataclass
 class ScoreResult:
@@ -308,7 +321,7 @@ class StudentProbe:
     def diswot(self) -> dict[str, float | str]:
         t = self.teacher
         return diswot_score(
-            t.grad, t.feature_map, self.grad, self.features.feature_map, self.scorer.semantic
+            t.reference, None, self.grad, self.features.feature_map, self.scorer.semantic
         )
 
     @cached_property

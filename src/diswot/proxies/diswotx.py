@@ -106,10 +106,7 @@ def combine(parts: XParts) -> float:
 
 def _teacher_gram(probe: StudentProbe) -> Tensor:
     """The teacher's centred Gram matrix for this seed, computed once per scorer and seed."""
-    store = probe.scorer.__dict__.setdefault("_diswotx_teacher_gram", {})
-    if probe.seed not in store:
-        store[probe.seed] = centred_gram(probe.teacher.feature_map)
-    return store[probe.seed]
+    return probe.teacher.derived("centred_gram", lambda t: centred_gram(t.feature_map))
 
 
 def _compute(probe: StudentProbe) -> XParts:
