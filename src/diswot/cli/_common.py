@@ -8,51 +8,84 @@ import sys
 
 from diswot.probe import ENGINES, PRECISIONS
 
+#: The probe options' defaults, as :func:`add_probe_args` sets them (``--teacher``'s is per command).
+PROBE_DEFAULTS: dict[str, object] = {
+    "batch_size": 64,
+    "seeds": 1,
+    "init": "gaussian",
+    "data": "synthetic",
+    "data_root": None,
+    "device": "cpu",
+    "precision": "fp32",
+    "engine": "auto",
+}
+
 
 def add_probe_args(
-    p: argparse.ArgumentParser, *, teacher_default: str | None, teacher_help: str = ""
+    p: argparse.ArgumentParser,
+    *,
+    teacher_default: str | None,
+    teacher_help: str = "",
+    unset: bool = False,
 ) -> None:
     """Options describing the probe: teacher, batch, seeds, init, data source, device, threads.
 
     ``teacher_help`` is appended to the ``--teacher`` help (what a command's default and special
-    values are)."""
+    values are). ``unset=True`` leaves every probe option ``None`` unless given, so the command can
+    tell explicit options from defaults and fill the rest itself (from :data:`PROBE_DEFAULTS` or
+    elsewhere); the help still names the defaults of :data:`PROBE_DEFAULTS`."""
+    d = {k: None if unset else v for k, v in PROBE_DEFAULTS.items()}
     p.add_argument(
         "--teacher",
-        default=teacher_default,
+        default=None if unset else teacher_default,
         help="teacher model name (resnet8..resnet110, S1 code, NB201 string)"
         + (f"; default {teacher_default}" if teacher_default else "")
         + teacher_help,
     )
-    p.add_argument("--batch-size", type=int, default=64, help="probe batch size (default 64)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds to average (default 1)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d["batch_size"],
+        help=f"probe batch size (default {PROBE_DEFAULTS['batch_size']})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=d["seeds"],
+        help=f"number of seeds to average (default {PROBE_DEFAULTS['seeds']})",
+    )
     p.add_argument(
         "--init",
         choices=("gaussian", "default"),
-        default="gaussian",
-        help="weight init: the paper's N(0,1) 'gaussian' or PyTorch's 'default'",
+        default=d["init"],
+        help="weight init: the paper's N(0,1) 'gaussian' (default) or PyTorch's 'default'",
     )
     p.add_argument(
         "--data",
-        default="synthetic",
+        default=d["data"],
         choices=("synthetic", "cifar10", "cifar100"),
         help="probe batch source (default synthetic; cifar* read --data-root)",
     )
-    p.add_argument("--data-root", default=None, help="folder holding cifar-10-batches-py/ etc.")
     p.add_argument(
-        "--device", default="cpu", help="auto (CUDA if available), cpu, cuda, cuda:N (default cpu)"
+        "--data-root", default=d["data_root"], help="folder holding cifar-10-batches-py/ etc."
+    )
+    p.add_argument(
+        "--device",
+        default=d["device"],
+        help="auto (CUDA if available), cpu, cuda, cuda:N (default cpu)",
     )
     add_threads_arg(p)
     p.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),  # fp16 too, to be refused with its reason
-        default="fp32",
+        default=d["precision"],
         help="dtype of the students' forward pass: fp32 (default) or bf16 (Kendall 0.98-0.99 with "
         "fp32, docs/scale.md); fp16 is refused, it overflows in random networks",
     )
     p.add_argument(
         "--engine",
         choices=ENGINES,
-        default="auto",
+        default=d["engine"],
         help="how students' forward passes run: 'supernet' scores NB201 cells from one "
         "preallocated network (no construction), 'modules' builds "
         "each one; auto (default): supernet where the space has one. Same scores either way",

@@ -13,7 +13,7 @@ from diswot.cli.train import (
     train_settings,
 )
 from diswot.distill.methods import DISTILLERS
-from diswot.distill.trainer import resolve_arch, run_training
+from diswot.distill.trainer import resolve_student, run_training
 from diswot.errors import DiswotError
 
 
@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--student",
         required=True,
-        help="student: S1 code (713), resnet20, NB201 arch string, or a search's result.json",
+        help="student: S1 code (713), resnet20, NB201 arch string, a resnet-imagenet/pit/autoformer "
+        "architecture, or a search's result.json (its winner, built by the search's space)",
     )
     p.add_argument(
         "--method",
@@ -70,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     method = str(args.method).lower()
     DISTILLERS.get(method)  # unknown method -> one-line error listing the known ones
     weights = parse_weights(args.weight)
-    arch = resolve_arch(args.student)
-    out = args.out or default_out("distill", arch, method, args)
+    student = resolve_student(args.student)
+    out = args.out or default_out("distill", student.arch, method, args)
     result = run_training(
         args.student,
-        data_config(args),
+        data_config(args, student),
         out,
         train_settings(args),
         method=method,

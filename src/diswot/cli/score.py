@@ -1,36 +1,112 @@
-"""``diswot score``: the DisWOT score of one student for one teacher."""
+"""``diswot score``: the DisWOT score of one student for one teacher.
+
+``--student`` may be a search's ``result.json``: its winner is then scored under the settings the
+search recorded (teacher, probe batch, seeds, init, data, class count and image size of its target,
+precision, engine, objective), so the score reproduces the search's; options given on the command
+line win. A resnet-imagenet, pit or autoformer architecture given by itself is built by its space and
+scored at that space's default teacher, class count and resolution unless options say otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from diswot.cli._common import add_probe_args, print_json
+from diswot.cli._common import PROBE_DEFAULTS, add_probe_args, print_json
+from diswot.data import check_root_is_read
+from diswot.distill.trainer import resolve_student
+from diswot.errors import DiswotError
+from diswot.models import is_model_name
 from diswot.models.nb201 import is_arch_string
-from diswot.probe import Scorer
-from diswot.proxies import resolve_proxies
+from diswot.probe import Scorer, stored_setting
+from diswot.proxies import PROXIES, resolve_proxies
 from diswot.runtime import torch_threads
 from diswot.spaces import get_space
+
+#: Option dest -> the search setting (``settings.json``) it defaults to for a ``result.json``
+#: student. ``device`` is not among them: where to score is this machine's choice.
+FROM_SEARCH: dict[str, str] = {
+    "teacher": "teacher",
+    "batch_size": "batch_size",
+    "seeds": "probe_seeds",
+    "init": "init",
+    "data": "data",
+    "data_root": "data_root",
+    "num_classes": "num_classes",
+    "image_size": "image_size",
+    "precision": "precision",
+    "engine": "engine",
+    "proxy": "objective",
+}
+
+#: What each option is when neither the user nor a search's settings set it.
+DEFAULTS: dict[str, Any] = {
+    "teacher": "resnet110",
+    "num_classes": 100,
+    "image_size": 32,
+    "proxy": "diswot",
+    **PROBE_DEFAULTS,
+}
+
+#: How the header names an option (``--flag`` is derived from the dest).
+_LABELS = {
+    "teacher": "teacher",
+    "batch_size": "batch",
+    "seeds": "seeds",
+    "init": "init",
+    "data": "data",
+    "data_root": "data root",
+    "num_classes": "classes",
+    "image_size": "px",
+    "precision": "precision",
+    "engine": "engine",
+    "proxy": "objective",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "score",
         help="score one student for a teacher without training",
-        description="Score one student (S1 code like 713, ResNet name, or NB201 arch string).",
+        description="Score one student (S1 code like 713, ResNet name, NB201 arch string, a "
+        "resnet-imagenet/pit/autoformer architecture, or a search's result.json). A result.json's "
+        "winner is scored under the search's recorded settings (teacher, batch size, seeds, init, "
+        "data, classes, image size, precision, engine, objective), which reproduces its score; "
+        "options given here override them.",
     )
     p.add_argument(
         "--student",
         required=True,
-        help="S1 code (713), resnet20, NB201 arch string, or a search's result.json (its winner)",
+        help="S1 code (713), resnet20, NB201 arch string, a resnet-imagenet/pit/autoformer "
+        "architecture, or a search's result.json (its winner, under the search's settings)",
     )
-    p.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
-    p.add_argument("--image-size", type=int, default=32, help="probe resolution (default 32)")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes (default 100; a result.json: its search's; a pit/autoformer/resnet-imagenet "
+        "architecture: its space's)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="probe resolution (default 32; a result.json: its search's; a "
+        "pit/autoformer/resnet-imagenet architecture: its space's, 224)",
+    )
     p.add_argument(
         "--proxy",
-        default="diswot",
-        help="comma list of proxies to report beside the DisWOT components (default diswot)",
+        default=None,
+        help="comma list of proxies to report beside the DisWOT components (default diswot; a "
+        "result.json: its search's objective)",
     )
-    add_probe_args(p, teacher_default="resnet110")
+    add_probe_args(
+        p,
+        teacher_default="resnet110",
+        teacher_help=" (a result.json: its search's; a pit/autoformer/resnet-imagenet "
+        "architecture: its space's)",
+        unset=True,
+    )
     return p
 
 
@@ -39,51 +115,175 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from diswot.distill.trainer import resolve_arch  # the same --student forms as distill
+def resolve_options(
+    args: argparse.Namespace, student: Any
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options to score with and where each came from: ``given`` (on the command line),
+    ``search`` (a result.json's recorded settings), ``space`` (a space's defaults, for a space's
+    architecture given by itself) or ``default`` (this command's)."""
+    stored = student.settings or {}
+    space_defaults: dict[str, Any] = {}
+    if student.builder_space is not None and not stored:
+        sp = get_space(student.builder_space)
+        spec = sp.dataset(None)
+        space_defaults = {
+            "teacher": sp.default_teacher,
+            "num_classes": spec.num_classes,
+            "image_size": spec.image_size,
+        }
+    opts: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key, None)
+        recorded = (
+            stored_setting(stored, FROM_SEARCH[key]) if stored and key in FROM_SEARCH else None
+        )
+        if key == "proxy" and recorded is not None and recorded not in PROXIES:
+            recorded = None  # a custom objective of the Python API: nothing to report here
+        if given is not None:
+            opts[key], origin[key] = given, "given"
+        elif recorded is not None:
+            opts[key], origin[key] = recorded, "search"
+        elif key in space_defaults:
+            opts[key], origin[key] = space_defaults[key], "space"
+        else:
+            opts[key], origin[key] = default, "default"
+    # The recorded engine is the search's resolved one; the supernet reproduces the gaussian init
+    # only, so with another init given here the engine goes back to auto (same scores either way).
+    if origin["engine"] == "search" and opts["engine"] == "supernet" and opts["init"] != "gaussian":
+        opts["engine"], origin["engine"] = "auto", "default"
+    if origin["teacher"] == "search" and not is_model_name(str(opts["teacher"])):
+        raise DiswotError(
+            f"the search in {student.source} had teacher {opts['teacher']!r}, which is not a model "
+            "name (a module given to the Python API); pass --teacher NAME"
+        )
+    return opts, origin
 
-    student = resolve_arch(args.student)
-    # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
-    supernet = get_space("nb201").supernet if is_arch_string(student) else None
-    scorer = Scorer(
-        args.teacher,
-        num_classes=args.num_classes,
-        batch_size=args.batch_size,
-        seeds=range(args.seeds),
-        init=args.init,
-        data=args.data,
-        data_root=args.data_root,
-        image_size=args.image_size,
-        device=args.device,
-        precision=args.precision,
-        engine=args.engine,
-        supernet=supernet,
-    )
-    names = resolve_proxies(args.proxy)
+
+def _seeds(value: Any) -> list[int]:
+    """``--seeds N`` means seeds 0..N-1; a search records the list itself."""
+    if isinstance(value, (list, tuple)):
+        return [int(s) for s in value]
+    return list(range(int(value)))
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "seeds":
+        return f"seeds {','.join(map(str, _seeds(value)))}"
+    if key == "num_classes":
+        return f"{value} classes"
+    if key == "image_size":
+        return f"{value} px"
+    return f"{_LABELS[key]} {value}"
+
+
+def _provenance(student: Any, opts: dict[str, Any], origin: dict[str, str]) -> list[str]:
+    """Header lines saying where the settings came from (none for a plainly named student)."""
+    given = [f"--{k.replace('_', '-')} {opts[k]}" for k in FROM_SEARCH if origin[k] == "given"]
+    tail = f"; given here: {' '.join(given)}" if given else ""
+    lines = []
+    if student.source is not None:
+        where = f"the search in {student.source}"
+        what = ", ".join(
+            x
+            for x in (
+                student.space and f"space {student.space}",
+                student.settings
+                and student.settings.get("target")
+                and f"target {student.settings['target']}",
+            )
+            if x
+        )
+        where += f" ({what})" if what else ""
+        if not student.settings:
+            lines.append(f"  settings: this command's defaults; {where} records no settings{tail}")
+        else:
+            taken = [
+                _shown(k, opts[k])
+                for k in FROM_SEARCH
+                if origin[k] == "search" and not (k == "data_root" and opts[k] is None)
+            ]
+            lines.append(f"  settings of {where}: {', '.join(taken) or 'none'}{tail}")
+        w = student.winner or {}
+        if isinstance(w.get("score"), (int, float)):
+            objective = (student.settings or {}).get("objective", "its objective")
+            lines.append(
+                f"  the search scored it {w['score']:.6f} ({objective}, under its settings)"
+            )
+    elif any(o == "space" for o in origin.values()):
+        taken = [_shown(k, opts[k]) for k in FROM_SEARCH if origin[k] == "space"]
+        lines.append(
+            f"  settings: the {student.builder_space} space's defaults: {', '.join(taken)}{tail}"
+        )
+    return lines
+
+
+def _run(args: argparse.Namespace) -> int:
+    st = resolve_student(args.student)  # the same --student forms as train and distill
+    student = st.arch
+    opts, origin = resolve_options(args, st)
+    if origin["data_root"] == "given":
+        check_root_is_read(str(opts["data"]), opts["data_root"])
+    common: dict[str, Any] = {
+        "num_classes": int(opts["num_classes"]),
+        "batch_size": int(opts["batch_size"]),
+        "seeds": _seeds(opts["seeds"]),
+        "init": opts["init"],
+        "data": opts["data"],
+        "data_root": opts["data_root"],
+        "image_size": int(opts["image_size"]),
+        "device": opts["device"],
+        "precision": opts["precision"],
+        "engine": opts["engine"],
+    }
+    space = get_space(st.builder_space) if st.builder_space is not None else None
+    if space is not None:
+        # Built, hooked and costed as its search did (a ViT: class-form semantic term, the
+        # teacher at its own resolution, the final patch tokens as the relation feature).
+        scorer = Scorer.for_space(space, opts["teacher"], **common)
+        convention = space.flop_convention
+        conv_text = space.cost_convention(common["num_classes"], common["image_size"])
+    else:
+        # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
+        supernet = get_space("nb201").supernet if is_arch_string(student) else None
+        scorer = Scorer(opts["teacher"], supernet=supernet, **common)
+        convention = "nb201" if is_arch_string(student) else "macs"
+        conv_text = (
+            "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
+            if convention == "nb201"
+            else "multiply-adds of conv/linear layers"
+        )
+    names = resolve_proxies(str(opts["proxy"]))
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
     res = scorer.score(student, proxies)
-    convention = "nb201" if is_arch_string(student) else "macs"
-    conv_text = (
-        "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
-        if convention == "nb201"
-        else "multiply-adds of conv/linear layers"
-    )
     comps = {"ms": res.values["ms"], "mr": res.values["mr"]}
+    winner = st.winner or {}
     if args.json:
         print_json(
             {
                 "student": student,
-                "teacher": args.teacher,
+                "teacher": opts["teacher"],
                 "score": res.values["diswot"],
                 "components": comps,
                 "std": res.std,
                 "proxies": {k: v for k, v in res.values.items() if k not in ("ms", "mr")},
+                # What it was scored under and where that came from (see --help).
+                "batch_size": common["batch_size"],
+                "init": common["init"],
+                "data": common["data"],
+                "num_classes": common["num_classes"],
+                "image_size": common["image_size"],
+                "space": st.space,
+                "settings_from": None if st.source is None else str(st.source),
+                "settings_origin": {k: origin[k] for k in FROM_SEARCH},
+                "search_score": winner.get("score"),
+                "search_objective": (st.settings or {}).get("objective"),
                 "semantic_form": res.info.get("semantic_form"),
                 "params": res.params,
                 "flops": res.flops,
                 "flop_convention": convention,
                 "seeds": list(scorer.seeds),
-                "precision": args.precision,
+                "precision": opts["precision"],
                 "engine": scorer.engine,
                 "seconds": round(res.seconds, 4),
             }
@@ -92,9 +292,12 @@ def _run(args: argparse.Namespace) -> int:
     n_seeds = len(scorer.seeds)
     sd = f" ± {res.std['diswot']:.6f} (std over {n_seeds} seeds)" if n_seeds > 1 else ""
     print(
-        f"student {student}  teacher {args.teacher}  batch {args.batch_size}  init {args.init}"
-        + (f"  precision {args.precision}" if args.precision != "fp32" else "")
+        f"student {student}  teacher {opts['teacher']}  batch {common['batch_size']}  init "
+        f"{common['init']}"
+        + (f"  precision {opts['precision']}" if opts["precision"] != "fp32" else "")
     )
+    for line in _provenance(st, opts, origin):
+        print(line)
     print(f"  M_s (semantic, {res.info.get('semantic_form', '?')} form): {comps['ms']:.6f}")
     print(f"  M_r (relation):                    {comps['mr']:.6f}")
     print(f"  DisWOT score -(M_s+M_r):           {res.values['diswot']:.6f}{sd}")

@@ -12,7 +12,13 @@ from typing import Any
 
 from diswot.cli._common import add_threads_arg, print_json
 from diswot.distill.datasets import DATASETS, DataConfig
-from diswot.distill.trainer import AMP_MODES, TrainSettings, resolve_arch, run_training
+from diswot.distill.trainer import (
+    AMP_MODES,
+    StudentSpec,
+    TrainSettings,
+    resolve_student,
+    run_training,
+)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +34,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "class subfolders for imagefolder",
     )
     g.add_argument(
-        "--image-size", type=int, default=32, help="imagefolder/synthetic size (default 32)"
+        "--image-size",
+        type=int,
+        default=None,
+        help="imagefolder/synthetic size (default 32; 224 for a resnet-imagenet, pit or autoformer "
+        "student, the size its space builds and searched it at; CIFAR is always 32)",
     )
     g.add_argument(
         "--synthetic-train", type=int, default=5000, help="synthetic train images (5000)"
@@ -84,11 +94,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--json", action="store_true", help="print one JSON object with the result")
 
 
-def data_config(args: argparse.Namespace) -> DataConfig:
+def data_config(args: argparse.Namespace, student: StudentSpec | None = None) -> DataConfig:
+    """The data options; ``--image-size`` defaults to the size ``student``'s space builds it for
+    (224 for resnet-imagenet, pit and autoformer students), else 32."""
+    size = args.image_size
+    if size is None:
+        size = (student.image_size if student is not None else None) or 32
     return DataConfig(
         name=args.dataset,
         root=args.data_root,
-        image_size=args.image_size,
+        image_size=size,
         synthetic_train=args.synthetic_train,
         synthetic_test=args.synthetic_test,
         synthetic_classes=args.synthetic_classes,
@@ -142,7 +157,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="resnet8..resnet110, S1 code (713), NB201 string or result.json",
+        help="resnet8..resnet110, S1 code (713), NB201 string, a resnet-imagenet/pit/autoformer "
+        "architecture, or a search's result.json (its winner, built by the search's space)",
     )
     add_data_args(p)
     add_train_args(p)
@@ -150,11 +166,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    arch = resolve_arch(args.model)
-    out = args.out or default_out("train", arch, "ce", args)
+    student = resolve_student(args.model)
+    out = args.out or default_out("train", student.arch, "ce", args)
     result = run_training(
         args.model,
-        data_config(args),
+        data_config(args, student),
         out,
         train_settings(args),
         method="ce",

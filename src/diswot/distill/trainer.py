@@ -54,15 +54,19 @@ from diswot.distill.datasets import BatchLoader, DataConfig, ImageData, load_dat
 from diswot.distill.methods import Distiller, FeatureInfo, StepOutputs, build_distiller
 from diswot.errors import DiswotError
 from diswot.features import FeatureExtractor
-from diswot.runtime import resolve_device, torch_threads
+from diswot.models import is_model_name
+from diswot.runtime import resolve_device, run_folder, torch_threads
 
 __all__ = [
     "KILL_AFTER_EPOCH_ENV",
+    "StudentSpec",
     "TrainSettings",
+    "arch_space",
     "build_model",
     "distill",
     "evaluate_checkpoint",
     "resolve_arch",
+    "resolve_student",
     "run_training",
     "train_model",
 ]
@@ -97,23 +101,25 @@ class TrainSettings:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise DiswotError(f"{key} must be a positive integer, got {v!r}")
+                raise DiswotError(f"{_flag(key)} must be a positive integer, got {v!r}")
         if self.batch_size < 2:
             raise DiswotError(
-                "batch_size must be at least 2 (BatchNorm and relation losses need 2)"
+                "--batch-size must be at least 2 (BatchNorm and relation losses need 2)"
             )
         for key in ("lr", "momentum", "weight_decay", "lr_decay"):
-            if float(getattr(self, key)) < 0:
-                raise DiswotError(f"{key} must be >= 0, got {getattr(self, key)}")
+            if not float(getattr(self, key)) >= 0:  # NaN too
+                raise DiswotError(f"{_flag(key)} must be >= 0, got {getattr(self, key)}")
         if self.amp not in AMP_MODES:
             raise DiswotError(f"unknown amp mode '{self.amp}'; accepted: {', '.join(AMP_MODES)}")
         cl = str(self.channels_last).lower()
         if cl not in ("auto", "on", "off", "true", "false"):
-            raise DiswotError(f"channels_last must be auto, on or off, got '{self.channels_last}'")
+            raise DiswotError(
+                f"--channels-last must be auto, on or off, got '{self.channels_last}'"
+            )
         ms = self.resolved_milestones()
         if list(ms) != sorted(set(ms)) or (ms and (ms[0] < 1 or ms[-1] > self.epochs)):
             raise DiswotError(
-                f"milestones must be increasing epochs within 1..{self.epochs}, got {list(ms)}"
+                f"--milestones must be increasing epochs within 1..{self.epochs}, got {list(ms)}"
             )
         return self
 
@@ -154,43 +160,166 @@ def _channels_last(flag: str, device: torch.device) -> bool:
     return device.type == "cuda" if flag == "auto" else flag in ("on", "true")
 
 
-def resolve_arch(spec: str) -> str:
-    """The architecture name for a ``--student`` / ``--model`` value.
+@dataclass(frozen=True)
+class StudentSpec:
+    """What a ``--student`` / ``--model`` value names: an architecture and where it comes from.
 
-    Accepts anything :func:`diswot.models.create_model` accepts, or the path of a search's
-    ``result.json`` whose ``winner.arch`` is used.
+    ``space`` is the search space the architecture belongs to when that is known (the search's, for
+    a ``result.json``; found by validation for a bare resnet-imagenet, pit or autoformer code), and
+    ``builder_space`` the one whose builder must make the network: ``None`` when
+    :func:`diswot.models.create_model` builds it (registered names, S1 codes, NB201 strings).
+    ``source``, ``settings`` and ``winner`` are set for a search's ``result.json``: its path, the
+    search's recorded settings (``None`` when the file and its folder hold none) and its winner.
+    """
+
+    arch: str
+    space: str | None = None
+    source: Path | None = None
+    settings: dict[str, Any] | None = None
+    winner: dict[str, Any] | None = None
+
+    @property
+    def builder_space(self) -> str | None:
+        return None if is_model_name(self.arch) else self.space
+
+    @property
+    def image_size(self) -> int | None:
+        """Side of the images the network is built (and was searched) for; ``None`` when it takes
+        any size (the networks ``create_model`` builds, whose resolution the data decides)."""
+        space = self.builder_space
+        if space is None:
+            return None
+        if self.settings and self.settings.get("image_size"):
+            return int(self.settings["image_size"])
+        from diswot.spaces import get_space
+
+        return get_space(space).dataset(None).image_size
+
+
+def arch_space(arch: str, space: str | None = None) -> str | None:
+    """The search space whose builder makes ``arch``, or ``None`` when ``create_model`` does.
+
+    ``space`` names the space to check it against (a search's); otherwise every registered space
+    is tried and the first that accepts ``arch`` is returned (``None`` when none does).
+    """
+    if is_model_name(arch):
+        return None
+    from diswot.spaces import get_space, list_spaces
+
+    if space is not None:
+        sp = get_space(space)
+        sp.validate(arch)  # a foreign arch: the space's own one-line error
+        return sp.name
+    for name in list_spaces():
+        try:
+            get_space(name).validate(arch)
+        except Exception:  # noqa: BLE001 - any failure means "not this space's"
+            continue
+        return name
+    return None
+
+
+def _read_search_settings(path: Path, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A search's settings: ``result.json``'s own, else its folder's ``settings.json``, else None."""
+    settings = doc.get("settings")
+    if isinstance(settings, dict):
+        return settings
+    sibling = path.parent / "settings.json"
+    if sibling.is_file():
+        try:
+            settings = json.loads(sibling.read_text())["settings"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DiswotError(
+                f"{sibling} is unreadable; it should hold the search's settings"
+            ) from exc
+        if isinstance(settings, dict):
+            return settings
+    return None
+
+
+def resolve_student(spec: str) -> StudentSpec:
+    """The :class:`StudentSpec` of a ``--student`` / ``--model`` value.
+
+    Accepts anything :func:`diswot.models.create_model` accepts, an architecture of a search space
+    (resnet-imagenet ``stem7x64mp|B3x64x2s1|...``, pit ``b32_r4_d2-6-4_h2-4-8``, autoformer
+    ``e192_r4-..._h3-...``), or the path of a search's ``result.json``, whose ``winner.arch`` is
+    used, with the search's space and settings.
     """
     spec = str(spec).strip()
     path = Path(spec).expanduser()
-    if spec.endswith(".json") or path.is_file():
-        if not path.is_file():
-            raise DiswotError(
-                f"search result {path} does not exist; pass a result.json of a search"
-            )
-        try:
-            doc = json.loads(path.read_text())
-            arch = doc["winner"]["arch"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DiswotError(
-                f'{path} is not a search result.json (needs {{"winner": {{"arch": ...}}}})'
-            ) from exc
-        if not isinstance(arch, str) or not arch:
-            raise DiswotError(f"{path}: winner.arch must be a non-empty architecture name")
-        return arch
-    return spec
+    if not (spec.endswith(".json") or path.is_file()):
+        return StudentSpec(spec, arch_space(spec))
+    if not path.is_file():
+        raise DiswotError(f"search result {path} does not exist; pass a result.json of a search")
+    try:
+        doc = json.loads(path.read_text())
+        winner = doc["winner"]
+        arch = winner["arch"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DiswotError(
+            f'{path} is not a search result.json (needs {{"winner": {{"arch": ...}}}})'
+        ) from exc
+    if not isinstance(arch, str) or not arch:
+        raise DiswotError(f"{path}: winner.arch must be a non-empty architecture name")
+    settings = _read_search_settings(path, doc)
+    space = (settings or {}).get("space") or doc.get("space")
+    if space is not None and not isinstance(space, str):
+        raise DiswotError(f"{path}: the search's space must be a space name, got {space!r}")
+    try:
+        found = arch_space(arch, space)
+    except DiswotError as exc:
+        raise DiswotError(f"{path}: {exc}") from exc
+    return StudentSpec(arch, found or space, path, settings, dict(winner))
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
-    """``create_model`` with any failure turned into a one-line :class:`DiswotError`."""
+def resolve_arch(spec: str) -> str:
+    """The architecture name for a ``--student`` / ``--model`` value (see :func:`resolve_student`)."""
+    return resolve_student(spec).arch
+
+
+def build_model(arch: str, num_classes: int, space: str | None = None) -> nn.Module:
+    """The network of ``arch``, any failure turned into a one-line :class:`DiswotError`.
+
+    ``space`` names the search space whose builder makes it; by default that is found from the
+    architecture (:func:`arch_space`), and :func:`~diswot.models.create_model` builds the rest.
+    """
     from diswot.models import create_model
 
     try:
+        space = arch_space(arch, space)
+        if space is not None:
+            from diswot.spaces import get_space
+
+            return get_space(space).build(arch, num_classes)
         return create_model(arch, num_classes=num_classes)
     except DiswotError:
         raise
     except Exception as exc:  # a malformed name may fail deep inside a builder
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DiswotError(f"cannot build model '{arch}': {first}") from exc
+
+
+def _check_resolution(student: StudentSpec, data: DataConfig) -> None:
+    """Refuse data whose images are not the size a space's fixed-size student is built for."""
+    size = student.image_size
+    if size is None or size == data.image_size:
+        return
+    how = f"--image-size {size} (image_size={size} in Python)"
+    fix = (
+        f"{data.name} is {data.image_size} px only: use --dataset imagefolder --data-root DIR "
+        f"or --dataset synthetic, with {how}"
+        if data.name.startswith("cifar")
+        else f"pass {how}"
+    )
+    raise DiswotError(
+        f"student {student.arch} is a {student.builder_space} network searched at {size} px but "
+        f"the {data.name} images are {data.image_size} px; {fix}"
+    )
+
+
+def _flag(key: str) -> str:
+    """The command-line option of a settings field, as error messages name it."""
+    return "--" + key.replace("_", "-")
 
 
 def _sha256(path: Path) -> str:
@@ -404,7 +533,10 @@ def _run_training(
             f"{out} already holds a run (last.pt); pass --resume to continue it or choose another --out"
         )
 
-    arch = resolve_arch(arch_spec)
+    student_spec = resolve_student(arch_spec)
+    arch = student_spec.arch
+    space = student_spec.builder_space
+    _check_resolution(student_spec, data)  # before any data is loaded
     train_set, test_set = load_dataset(data)
     k = train_set.num_classes
 
@@ -422,7 +554,7 @@ def _run_training(
     random.seed(settings.seed)
     np.random.seed(settings.seed % 2**32)
     gen = torch.Generator().manual_seed(settings.seed)
-    student = build_model(arch, k)
+    student = build_model(arch, k, space)
     t_model, t_info = (None, None)
     if distilling:
         t_model, t_info = _load_teacher(teacher, teacher_ckpt, k)
@@ -434,7 +566,12 @@ def _run_training(
     cl = _channels_last(settings.channels_last, dev)
     mf = torch.channels_last if cl else torch.contiguous_format
     student.to(dev, memory_format=mf)
-    fx_s = FeatureExtractor(student)
+    hooks: tuple[str | None, str | None] = (None, None)
+    if space is not None:
+        from diswot.spaces import get_space
+
+        hooks = get_space(space).feature_hooks  # e.g. a ViT's head and final patch-token map
+    fx_s = FeatureExtractor(student, *hooks)
     fx_t = None
     probe = torch.zeros((2, *train_set.image_shape), device=dev).contiguous(memory_format=mf)
     student.eval()  # detection forward must not touch BatchNorm statistics
@@ -481,7 +618,7 @@ def _run_training(
         start = int(ckpt["epoch"]) + 1
     resumed_from = start - 1
 
-    out.mkdir(parents=True, exist_ok=True)
+    run_folder(out)
     logger = _Logger(out)
     logger.rewrite(history)
     meta = {
@@ -496,7 +633,12 @@ def _run_training(
     kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV)
     from diswot.models.cost import profile_arch
 
-    cost = profile_arch(arch, k, (1, *train_set.image_shape))
+    if space is None:
+        cost = profile_arch(arch, k, (1, *train_set.image_shape))
+    else:  # the space's own count, the one its search budgeted with
+        from diswot.spaces import get_space
+
+        cost = get_space(space).cost(arch, k, train_set.image_shape[-1])
     ips = 0.0
 
     from tqdm.auto import tqdm
@@ -713,7 +855,11 @@ _SETTING_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 _DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)} - {"name", "root"}
 
 
-def _split_options(options: dict[str, Any]) -> tuple[TrainSettings, dict[str, Any]]:
+def _split_options(
+    options: dict[str, Any], student: str | None = None
+) -> tuple[TrainSettings, dict[str, Any]]:
+    """Settings and data options; ``image_size`` defaults to the size ``student``'s space builds
+    it for (224 for resnet-imagenet, pit and autoformer students), else to the data's default."""
     unknown = sorted(set(options) - _SETTING_KEYS - _DATA_KEYS)
     if unknown:
         raise DiswotError(
@@ -724,6 +870,11 @@ def _split_options(options: dict[str, Any]) -> tuple[TrainSettings, dict[str, An
     if s.get("milestones") is not None:
         s["milestones"] = tuple(s["milestones"])
     d = {k: v for k, v in options.items() if k in _DATA_KEYS}
+    if d.get("image_size") is None and student is not None:
+        d.pop("image_size", None)
+        size = resolve_student(student).image_size
+        if size is not None:
+            d["image_size"] = size
     return TrainSettings(**s), d
 
 
@@ -742,9 +893,11 @@ def train_model(
     """Train ``model`` from scratch (teachers, vanilla baselines); returns the result dict.
 
     ``options`` are :class:`TrainSettings` fields (``epochs``, ``lr``, ``seed``, ``amp`` ...) and
-    :class:`~.datasets.DataConfig` fields (``image_size``, ``synthetic_train`` ...).
+    :class:`~.datasets.DataConfig` fields (``image_size``, ``synthetic_train`` ...). ``model`` may be
+    a search's ``result.json`` or a space's architecture (see :func:`resolve_student`); a
+    resnet-imagenet, pit or autoformer network trains at the 224 px its space builds it for.
     """
-    settings, d = _split_options(options)
+    settings, d = _split_options(options, model)
     cfg = DataConfig(name=dataset, root=None if data_root is None else str(data_root), **d)
     return run_training(
         model,
@@ -777,11 +930,12 @@ def distill(
 ) -> dict[str, Any]:
     """Distill ``teacher`` (weights from ``teacher_ckpt``) into ``student`` with ``method``.
 
-    ``student`` is a model name, S1 code, NB201 string or a search's ``result.json``. ``teacher`` may
+    ``student`` is a model name, S1 code, NB201 string, a resnet-imagenet/pit/autoformer architecture
+    (224 px data) or a search's ``result.json``. ``teacher`` may
     be ``None`` when ``teacher_ckpt`` is a diswot checkpoint (it names its arch); ``teacher_ckpt=None``
     distills from a randomly initialised teacher, which is only meaningful for benchmarks and tests.
     """
-    settings, d = _split_options(options)
+    settings, d = _split_options(options, student)
     cfg = DataConfig(name=dataset, root=None if data_root is None else str(data_root), **d)
     return run_training(
         student,

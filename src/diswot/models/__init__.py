@@ -25,6 +25,7 @@ __all__ = [
     "MODELS",
     "create_model",
     "init_weights",
+    "is_model_name",
     "register_model",
     "reinit_covers",
 ]
@@ -52,6 +53,20 @@ def _accepted_forms() -> str:
     )
 
 
+def is_model_name(name: str) -> bool:
+    """Whether :func:`create_model` knows the form of ``name`` (without building it): a registered
+    name, an NB201 arch string, an S1 code or a ``resnet_a-b-c`` depth triple. Architectures of the
+    other search spaces are built by their space (:func:`diswot.spaces.get_space`)."""
+    from diswot.models.nb201 import is_arch_string
+
+    key = str(name).strip()
+    return (
+        key in MODELS
+        or is_arch_string(key)
+        or bool(_S1_CODE.match(key) or _DEPTH_TRIPLE.match(key))
+    )
+
+
 def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
     """Build a model from its name.
 
@@ -64,7 +79,7 @@ def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
     from diswot.models.nb201 import NB201Network, is_arch_string
 
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise DiswotError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+        raise DiswotError(f"--num-classes must be an integer >= 2; got {num_classes!r}")
     if not isinstance(name, str) or not name.strip():
         raise DiswotError(f"model name must be a non-empty string; {_accepted_forms()}")
     key = name.strip()

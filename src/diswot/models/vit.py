@@ -371,7 +371,8 @@ def _check_image(x: Tensor, size: int, name: str) -> None:
     if x.dim() != 4 or x.shape[-1] != size or x.shape[-2] != size:
         raise DiswotError(
             f"{name} was built for {size} px images but got input of shape {tuple(x.shape)}; "
-            f"resize the batch to {size} px or build it with image_size={x.shape[-1]}"
+            f"on the command line pass --image-size {size}; in Python resize the batch to "
+            f"{size} px or build it with image_size={x.shape[-1]}"
         )
 
 
