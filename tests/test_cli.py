@@ -142,9 +142,10 @@ def test_threads_cap_the_scoring_and_are_restored(
         assert main(["search", "--resume", str(out), "--threads", "2", "--no-progress"]) == 0
 
 
-def test_module_entry_point_runs() -> None:
+@pytest.mark.parametrize("module", ["diswot", "diswot.cli"])
+def test_module_entry_point_runs(module: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "diswot.cli", "--version"],
+        [sys.executable, "-m", module, "--version"],
         capture_output=True,
         text=True,
         check=True,

@@ -160,8 +160,8 @@ def test_probe_batch_cifar10_resized(fake_cifar):
         ({"batch_size": 1}, "at least 2 samples"),
         ({"source": "imagenet"}, "accepted: synthetic, cifar10, cifar100"),
         ({"source": "cifar10", "num_classes": 100}, "has 10 classes"),
-        ({"source": "cifar100"}, "needs data_root"),
-        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"source": "cifar100"}, "needs --data-root"),
+        ({"num_classes": 0}, "--num-classes must be a positive integer"),
         ({"device": "nosuchdevice"}, "device 'nosuchdevice'"),
     ],
 )

@@ -136,3 +136,23 @@ def test_teacher_reference_gives_the_same_numbers() -> None:
         relation_similarity(Reference(g_t), f_s)
     with pytest.raises(ValueError, match="teacher has 10 classes, student 3"):
         semantic_class(ref, _grad(3, 16, 9))
+
+
+def test_scorer_forms_the_teachers_terms_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diswot.metrics as metrics
+    from diswot.probe import Scorer
+    from diswot.spaces import get_space
+
+    grams: list[int] = []
+    real = metrics._unit_gram
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        grams.append(x.shape[0])
+        return real(x)
+
+    monkeypatch.setattr(metrics, "_unit_gram", counting)
+    scorer = Scorer.for_space(get_space("s1"), "resnet20", batch_size=4, seeds=(0, 1))
+    for arch in ("111", "333", "131"):
+        scorer.score(arch, ["diswot", "ms", "mr"])
+    # Per seed one teacher Gram, then one per candidate: 2 + 3 x 2, all sample relations (N = 4).
+    assert grams == [4] * 8

@@ -78,7 +78,7 @@ def test_student_as_module_and_class_mismatch() -> None:
         ({"batch_size": 1}, "at least 2"),
         ({"num_classes": 1}, "at least 2"),
         ({"init": "xavier"}, "unknown init"),
-        ({"seeds": ()}, "at least one seed"),
+        ({"seeds": ()}, "--seeds must be at least 1"),
     ],
 )
 def test_bad_settings(kwargs: dict, match: str) -> None:

@@ -531,7 +531,9 @@ def test_cli_announces_the_folder_only_once_the_run_is_checked(capsys, tmp_path)
     argv = ["search", "--space", "s1", "--teacher", "resnet8", "--batch-size", "4", "--cycles",
             "2", "--out", str(out), "--no-progress", "--json"]  # fmt: skip
     assert main(argv) == 0
-    assert capsys.readouterr().err.strip() == f"diswot search: writing {out}/"
+    settings, writing = capsys.readouterr().err.strip().splitlines()
+    assert settings.startswith("diswot search: --space s1 --teacher resnet8 --target kd ")
+    assert writing == f"diswot search: writing {out}/"
     assert main(["search", "--resume", str(out), "--no-progress", "--json"]) == 0
     assert capsys.readouterr().err.strip() == f"diswot search: resuming {out}/"
 
@@ -547,14 +549,14 @@ def test_summary_names_the_target_or_the_data_a_space_without_targets_uses():
     assert "on nb201 (target cifar100), teacher" in run_search("nb201", **kw).summary()
 
 
-def test_settings_record_the_data_root_and_a_resume_reuses_it(tmp_path):
+def test_settings_record_the_data_root_and_a_resume_reuses_it(tmp_path, fake_cifar):
     from diswot.cli.search import _from_settings
 
     out = tmp_path / "run"
     argv = ["search", "--space", "s1", "--teacher", "resnet8", "--max-params", "100k",
             "--batch-size", "4", "--cycles", "2", "--no-progress", "--out", str(out),
-            "--data-root", str(tmp_path)]  # fmt: skip
+            "--data", "cifar100", "--data-root", str(fake_cifar)]  # fmt: skip
     assert main(argv) == 0
     stored = read_settings(out)
-    assert stored["data_root"] == str(tmp_path)
-    assert _from_settings(stored)["data_root"] == str(tmp_path)  # what --resume DIR fills in
+    assert stored["data_root"] == str(fake_cifar)
+    assert _from_settings(stored)["data_root"] == str(fake_cifar)  # what --resume DIR fills in

@@ -189,7 +189,8 @@ def _move(t: Tensor, device: str | torch.device) -> Tensor:
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DiswotError(f"{key} must be a positive integer, got {value!r}")
+            flag = "--" + key.replace("_", "-")
+            raise DiswotError(f"{flag} must be a positive integer, got {value!r}")
 
 
 def synthetic_batch(
@@ -219,6 +220,16 @@ def synthetic_batch(
     return _move(images, device), _move(labels, device)
 
 
+def check_root_is_read(source: str, data_root: str | Path | None) -> None:
+    """Refuse ``--data-root`` with the synthetic probe, which would silently ignore it (the
+    command-line check; the Python API tolerates a root it does not need)."""
+    if data_root is not None and str(source).lower() == "synthetic":
+        raise DiswotError(
+            "--data-root is read only by a dataset probe; add --data cifar10 or --data cifar100 "
+            "(or drop --data-root for the synthetic batch)"
+        )
+
+
 def check_probe_source(source: str, num_classes: int, data_root: str | Path | None = None) -> str:
     """The checks of :func:`probe_batch` that read no images: a known source, a positive class count
     that matches it and, for CIFAR, a ``data_root`` holding the dataset. Returns the source's key."""
@@ -236,7 +247,7 @@ def check_probe_source(source: str, num_classes: int, data_root: str | Path | No
         )
     if data_root is None:
         raise DiswotError(
-            f"probe source {key} needs data_root (the folder holding {_LAYOUT[key]['folder']}/)"
+            f"probe source {key} needs --data-root: the folder holding {_LAYOUT[key]['folder']}/"
         )
     _resolve_folder(data_root, key)
     return key
@@ -263,7 +274,7 @@ def probe_batch(
     _check_positive(batch_size=batch_size, image_size=image_size)
     if batch_size < 2:
         raise DiswotError(
-            f"batch_size must be at least 2, got {batch_size}: relation similarity needs at least "
+            f"--batch-size must be at least 2, got {batch_size}: relation similarity needs at least "
             "2 samples"
         )
     if key == "synthetic":

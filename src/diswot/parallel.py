@@ -95,6 +95,20 @@ def _chunks(tasks: Sequence[Task], size: int) -> list[list[Task]]:
     return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
 
 
+def check_backend(backend: str, address: str | None, gpus_per_task: float) -> None:
+    """Refuse a backend choice before any work: an unknown backend, a negative GPU share, or
+    Ray-only options given to the local backend (which would silently ignore them)."""
+    if backend not in BACKENDS:
+        raise DiswotError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
+    if not float(gpus_per_task) >= 0.0:  # NaN too
+        raise DiswotError(f"--gpus-per-task must be 0 or more (e.g. 0.25, 1), got {gpus_per_task}")
+    if backend != "ray":
+        given = [f for f, v in (("--address", address), ("--gpus-per-task", gpus_per_task)) if v]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise DiswotError(f"{' and '.join(given)} {verb} to Ray only; add --backend ray")
+
+
 def score_stream(
     recipe: ScorerRecipe,
     tasks: Sequence[Task],

@@ -395,13 +395,13 @@ class Scorer:
         supernet: Callable[[int, torch.device, bool], Supernet] | None = None,
     ) -> None:
         if num_classes < 2:
-            raise DiswotError(f"num_classes must be at least 2, got {num_classes}")
+            raise DiswotError(f"--num-classes must be at least 2, got {num_classes}")
         if batch_size < 2:
             raise DiswotError(
                 f"batch size must be at least 2 (the relation term compares samples), got {batch_size}"
             )
         if not seeds:
-            raise DiswotError("give at least one seed")
+            raise DiswotError("--seeds must be at least 1 (give at least one probe seed)")
         if init not in ("gaussian", "default"):
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
         check_precision(precision)

@@ -50,7 +50,7 @@ from diswot.probe import (
     stored_setting,
 )
 from diswot.proxies import ensemble_members, get_proxy, rank_average, resolve_proxies
-from diswot.runtime import parse_device, resolve_device
+from diswot.runtime import parse_device, resolve_device, run_folder
 from diswot.spaces import SearchSpace, get_space
 
 #: Proxies always reported beside the requested ones: the trivial baselines.
@@ -608,8 +608,9 @@ def run_rank(
     # Recorded in settings.json for the record, not compared (a moved dataset is the same data).
     plan.settings["data_root"] = str(Path(data_root).expanduser()) if data_root else None
     parallel = backend != "local" or workers > 1
-    if backend not in ("local", "ray"):
-        raise DiswotError(f"unknown backend '{backend}'; use local or ray")
+    from diswot.parallel import check_backend
+
+    check_backend(backend, address, gpus_per_task)
     if workers < (0 if backend == "ray" else 1):
         raise DiswotError(f"--workers must be at least 1, got {workers}")
     # Everything that can fail at the start fails before the run folder is written, so a failed
@@ -731,7 +732,7 @@ def _check_settings(path: Path, settings: dict) -> None:
 
 def _write_run_folder(out: Path, plan: _Plan) -> None:
     """Create ``out`` with the run's ``settings.json`` and ``archs.txt`` (after :func:`_check_settings`)."""
-    out.mkdir(parents=True, exist_ok=True)
+    run_folder(out)
     meta = {
         "settings": plan.settings,
         "versions": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -67,3 +68,22 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def run_folder(path: str | Path, flag: str = "--out") -> Path:
+    """Create the run folder ``path`` (parents too) or raise a one-line error naming ``flag``.
+
+    Every command that writes results makes its folder through this, so a path that is a file,
+    sits under a file or is not writable is a user error naming the fix, not an ``OSError``.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DiswotError(f"{flag} {out} is a file, not a folder; pass {flag} a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DiswotError(
+            f"cannot create the run folder {out} ({reason}); pass {flag} a writable folder"
+        ) from exc
+    return out

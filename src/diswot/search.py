@@ -36,6 +36,7 @@ import os
 import platform
 import random
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -52,7 +53,7 @@ from tqdm import tqdm
 from diswot import __version__
 from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost
-from diswot.runtime import parse_device, resolve_device
+from diswot.runtime import parse_device, resolve_device, run_folder
 from diswot.spaces import SearchSpace, get_space
 
 __all__ = [
@@ -352,7 +353,9 @@ def read_settings(out_dir: str | Path) -> dict:
 def _check_folder(out: Path, settings: dict, resume: bool) -> list[dict]:
     """Refuse a folder that would mix runs; on resume return the records already scored."""
     if not resume:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise DiswotError(f"--out {out} is a file, not a folder; pass --out a folder path")
+        if out.exists() and any(out.iterdir()):
             raise DiswotError(
                 f"{out} already exists and is not empty; use --resume {out} or another --out"
             )
@@ -377,7 +380,7 @@ def _check_folder(out: Path, settings: dict, resume: bool) -> list[dict]:
 
 
 def _write_settings(out: Path, settings: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    run_folder(out)
     _write_json(out / SETTINGS, {"settings": settings, "versions": _versions()})
 
 
@@ -1005,10 +1008,9 @@ def run_search(
     if not 0.0 <= float(crossover_prob) <= 1.0:
         raise DiswotError(f"--crossover-prob must be in [0, 1]; got {crossover_prob}")
     max_retries = _positive("max_retries", max_retries)
-    from diswot.parallel import BACKENDS
+    from diswot.parallel import check_backend
 
-    if backend not in BACKENDS:
-        raise DiswotError(f"unknown backend '{backend}'; use {' or '.join(BACKENDS)}")
+    check_backend(backend, address, gpus_per_task)
     workers = _positive("--workers", workers, minimum=0 if backend == "ray" else 1)
     if in_flight is not None:
         in_flight = _positive("--in-flight", in_flight)
@@ -1163,7 +1165,33 @@ def run_search(
     if out is not None:
         _write_json(out / RESULT, result.to_dict())
         plot_progress(eng.history, out / PLOT, f"{algorithm} on {sp.name}: {objective_name}")
+    _check_scores(eng.order, objective_name, out)
     return result
+
+
+def _check_scores(records: list[dict], objective: str, out: Path | None) -> None:
+    """Refuse a search whose scores cannot pick a winner, and warn when they barely can.
+
+    No finite score means there is no winner to report: a one-line error (after the files are
+    written, so nothing is lost). All scores equal means the "winner" is the first candidate: a
+    note. Both usually mean the objective is undefined or constant for this probe; the known cases
+    are in ``docs/proxies.md`` ("Known limits")."""
+    finite = [
+        r["score"] for r in records if r.get("score") is not None and math.isfinite(r["score"])
+    ]
+    kept = f"; the scored candidates are kept in {out}" if out is not None else ""
+    hint = "docs/proxies.md, 'Known limits', says when each proxy is undefined"
+    if not finite:
+        raise DiswotError(
+            f"all {len(records)} candidates scored NaN or infinite with {objective}, so there is "
+            f"no winner{kept}; {hint} (epe_nas: raise --batch-size above the class count)"
+        )
+    if len(records) > 1 and len(finite) == len(records) and len(set(finite)) == 1:
+        print(
+            f"diswot: note: all {len(records)} candidates scored {finite[0]:.6g} with "
+            f"{objective}, so the winner is just the first one; {hint}",
+            file=sys.stderr,
+        )
 
 
 @dataclass

@@ -12,7 +12,9 @@ so adding a command is one new file plus one name in ``COMMANDS``. User mistakes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,8 +52,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diswot: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("diswot: interrupted; results written so far are kept", file=sys.stderr)
+        print(f"diswot: interrupted; results written so far are kept{_resume_hint(args)}",
+              file=sys.stderr)  # fmt: skip
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``diswot ... | head``): nothing left to say. Silence the
+        # interpreter's own flush at exit too (the recipe of Python's signal docs).
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # the machine refused a file operation: say which and why, in one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"diswot: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(
+            "diswot: error: out of memory; lower --batch-size (or --image-size, --workers)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted command that can resume."""
+    if args.command == "search":
+        folder = getattr(args, "folder", None)  # set by the search command once it knows it
+        return f"; continue with: diswot search --resume {folder}" if folder else ""
+    if args.command == "rank":  # its run folder (--out or the default) is its result cache
+        return "; rerun the same command to continue (scored cells are not rescored)"
+    if args.command in ("train", "distill") and args.out:
+        return "; continue with the same command plus --resume"
+    return ""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CPU or GPU allocation failure (torch raises both as RuntimeError subclasses or plain)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "CUDA out of memory" in text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
+from diswot.data import check_root_is_read
 from diswot.rank import RankResult, merge_runs, parse_shard, run_rank
 from diswot.runtime import torch_threads
 
@@ -34,7 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "c100_base where every ranked student has it); networks and teacher get the target's "
         "class count",
     )
-    p.add_argument("--sample", type=int, default=None, help="sample size (nb201 default 200)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="seeded sample size (default: nb201 200 cells, other spaces all their students)",
+    )
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample (default 0)")
     p.add_argument(
         "--archs",
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace, out: Path) -> RankResult:
+    check_root_is_read(args.data, args.data_root)
     return run_rank(
         args.space,
         teacher=args.teacher,

@@ -2,8 +2,10 @@
 
 Every option defaults to "unset" so that ``--resume DIR`` can take the run's own settings from
 ``DIR/settings.json`` and only options the user names explicitly are compared with them. With no
-option at all the command runs a built-in quick default (an NB201 search for a ResNet56 teacher under
-100M FLOPs) sized to finish within about a minute on two CPU cores.
+option that says *what* to search the command runs a built-in quick default (an NB201 search for a
+ResNet56 teacher under 100M FLOPs) sized to finish within about a minute on two CPU cores; options
+that only say how or where to run it (``--seed``, ``--out``, ``--device``, ``--workers``...) keep
+it. Either way the settings in use are printed before the search starts.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import sys
 from pathlib import Path
 
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
+from diswot.data import check_root_is_read
+from diswot.errors import DiswotError
 from diswot.runtime import torch_threads
 from diswot.search import (
     ALGORITHMS,
     DEFAULT_CYCLES,
     DEFAULT_POPULATION,
     DEFAULT_SAMPLE_SIZE,
+    default_algorithm,
     default_out_dir,
     read_settings,
     run_search,
@@ -54,6 +59,10 @@ _FALLBACK: dict[str, object] = {
     "device": "cpu",
     "precision": "fp32",
 }
+
+#: Options that change only how or where the search runs, or its random stream: giving them keeps
+#: the quick default (``diswot search --seed 1`` is the quick search with another seed).
+_KEEP_QUICK = frozenset({"seed", "device", "precision", "out"})
 
 _OPTIONS = (
     "space",
@@ -181,12 +190,19 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     """Merge explicit options, a resumed run's settings, the quick default and fallbacks."""
     given = {k: getattr(args, k, None) for k in _OPTIONS}
     explicit = {k: v for k, v in given.items() if v is not None}
-    quick = not explicit
+    quick = not (explicit.keys() - _KEEP_QUICK)
     opts: dict[str, object] = dict(_FALLBACK)
     if quick:
         opts.update(QUICK_DEFAULT)
     if args.resume:
         stored = {k: v for k, v in _from_settings(read_settings(args.resume)).items()}
+        if explicit.get("space") not in (None, stored.get("space")):
+            # Checked here: the other settings (the target, say) are the old space's and would
+            # fail first with an error about them instead of this one.
+            raise DiswotError(
+                f"{args.resume} holds a search on space {stored.get('space')!r} (now "
+                f"{explicit['space']!r}); resume with the same settings or use another --out"
+            )
         opts.update({k: v for k, v in stored.items() if v is not None})
         # Budget bounds the old run did not set stay unset (not the fallbacks).
         for k in ("max_params", "max_flops", "min_params", "min_flops", "cycles", "target"):
@@ -195,21 +211,56 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
     return opts, quick
 
 
+def _describe(opts: dict[str, object]) -> str:
+    """The settings a search runs with, as options, the space's defaults filled in."""
+    from diswot.spaces import get_space
+
+    space = get_space(str(opts["space"]))
+    algorithm = opts.get("algorithm") or default_algorithm(space)
+    shown = {
+        "space": space.name,
+        "teacher": opts.get("teacher") or space.default_teacher,
+        "target": opts.get("target") or space.default_target,
+        "algorithm": algorithm,
+        "cycles": opts.get("cycles") or (None if algorithm == "exhaustive" else DEFAULT_CYCLES),
+    }
+    if algorithm == "evolution":
+        shown.update(population=opts["population"], sample_size=opts["sample_size"])
+    for key in (
+        "max_params",
+        "max_flops",
+        "min_params",
+        "min_flops",
+        "proxy",
+        "batch_size",
+        "seed",
+    ):
+        shown[key] = opts.get(key)
+    text = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in shown.items() if v is not None)
+    notes = [] if opts.get("cycles") or algorithm != "exhaustive" else ["every admissible student"]
+    if not any(opts.get(k) is not None for k in ("max_params", "max_flops")):
+        notes.append("no size budget")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def run(args: argparse.Namespace) -> int:
     opts, quick = resolve_options(args)
     if args.resume and args.out and Path(args.out) != Path(args.resume):
-        from diswot.errors import DiswotError
-
         raise DiswotError("--out and --resume name different folders; give only --resume DIR")
     out = Path(str(args.resume or opts.get("out") or default_out_dir(str(opts["space"]))))
-    if quick:
-        print(
-            "diswot search: no arguments, running the quick default: "
-            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULT.items()),
-            file=sys.stderr,
-        )
+
+    check_root_is_read(str(opts["data"]), opts.get("data_root"))  # type: ignore[arg-type]
 
     def announce(folder: Path) -> None:  # called once the run is checked, before it writes
+        args.folder = folder  # what an interrupted run's message tells to --resume
+        if quick and not args.resume:
+            print(
+                "diswot search: no option says what to search, running the quick default: "
+                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULT.items()),
+                file=sys.stderr,
+            )
+        elif not args.resume:
+            print(f"diswot search: {_describe(opts)}", file=sys.stderr)
         print(
             f"diswot search: {'resuming' if args.resume else 'writing'} {folder}/", file=sys.stderr
         )

@@ -50,6 +50,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def _load_any(path: str | Path, what: str) -> Any:
     """``torch.load`` on the CPU with missing/unreadable files turned into one-line errors."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        hint = f" (it holds {', '.join(found[:3])})" if found else ""
+        raise DiswotError(
+            f"{what} {path} is a folder{hint}; pass the path of a .pt checkpoint file in it"
+        )
     if not path.is_file():
         raise DiswotError(f"{what} {path} does not exist; pass the path of a .pt checkpoint file")
     try:

@@ -93,11 +93,13 @@ class DataConfig:
             raise DiswotError(f"unknown dataset '{self.name}'; accepted: {', '.join(DATASETS)}")
         if name == "synthetic":
             for key in ("synthetic_train", "synthetic_test", "synthetic_classes", "image_size"):
-                if int(getattr(self, key)) < (2 if key == "synthetic_classes" else 1):
-                    raise DiswotError(f"{key} must be a positive integer (classes >= 2)")
+                least = 2 if key == "synthetic_classes" else 1
+                if int(getattr(self, key)) < least:
+                    flag = "--" + key.replace("_", "-")
+                    raise DiswotError(f"{flag} must be at least {least}, got {getattr(self, key)}")
             if not 0.0 <= float(self.synthetic_noise) <= 10.0:
                 raise DiswotError(
-                    f"synthetic_noise must lie in [0, 10], got {self.synthetic_noise}"
+                    f"--synthetic-noise must lie in [0, 10], got {self.synthetic_noise}"
                 )
             return DataConfig(
                 name=name,
@@ -114,7 +116,7 @@ class DataConfig:
         root = str(Path(self.root).expanduser().resolve())
         size = 32 if name.startswith("cifar") else int(self.image_size)
         if size < 8:
-            raise DiswotError(f"image_size must be at least 8, got {size}")
+            raise DiswotError(f"--image-size must be at least 8, got {size}")
         return DataConfig(name=name, root=root, image_size=size)
 
     def to_dict(self) -> dict:

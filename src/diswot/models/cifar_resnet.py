@@ -82,7 +82,7 @@ class CifarResNet(nn.Module):
         if len(widths) != 3 or any(w < 1 for w in widths):
             raise DiswotError(f"CifarResNet needs 3 stage widths >= 1; got {widths}")
         if num_classes < 2:
-            raise DiswotError(f"num_classes must be >= 2; got {num_classes}")
+            raise DiswotError(f"--num-classes must be >= 2; got {num_classes}")
         self.depths: tuple[int, int, int] = depths  # type: ignore[assignment]
         self.widths: tuple[int, int, int] = widths  # type: ignore[assignment]
         self.num_classes = num_classes

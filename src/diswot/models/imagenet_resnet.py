@@ -143,7 +143,7 @@ class ZenResNet(nn.Module):
         stages = tuple(stages)
         _check_structure(stem, stages)
         if not isinstance(num_classes, int) or num_classes < 2:
-            raise DiswotError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+            raise DiswotError(f"--num-classes must be an integer >= 2; got {num_classes!r}")
         self.stem_spec = stem
         self.stages = stages
         self.num_classes = num_classes

@@ -281,7 +281,7 @@ class NB201Network(nn.Module):
         if C < 1 or N < 1:
             raise DiswotError(f"NB201Network needs C >= 1 and N >= 1; got C={C}, N={N}")
         if num_classes < 2:
-            raise DiswotError(f"num_classes must be >= 2; got {num_classes}")
+            raise DiswotError(f"--num-classes must be >= 2; got {num_classes}")
         self.arch = format_arch(parse_arch(arch))
         self.num_classes = num_classes
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from diswot import bench
+from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost, profile
 from diswot.models.nb201 import OPS as NB201_OPS
 from diswot.models.nb201 import NB201Network, all_archs, format_arch, parse_arch
@@ -127,4 +128,9 @@ class NB201Space(SearchSpace):
         return bench.nb201_accuracy(self._check_target(target))
 
     def rank_archs(self, sample: int | None = 200, seed: int = 0) -> list[str]:
-        return bench.nb201_sample(200 if sample is None else sample, seed)
+        n = 200 if sample is None else sample
+        if not 2 <= n <= bench.NB201_SIZE:
+            raise DiswotError(
+                f"an NB201 rank sample holds 2 to {bench.NB201_SIZE} cells (all), got {n}"
+            )
+        return bench.nb201_sample(n, seed)

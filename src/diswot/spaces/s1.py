@@ -101,4 +101,10 @@ class S1Space(SearchSpace):
         return bench.s1_accuracy(key)
 
     def rank_archs(self, sample: int | None = None, seed: int = 0) -> list[str]:
-        return sorted(bench.s1_accuracy("kd"))
+        """All 64 students, sorted, or a seeded sample of ``sample`` of them (as the ViT spaces)."""
+        archs = sorted(bench.s1_accuracy("kd"))
+        if sample is None or sample >= len(archs):
+            return archs
+        if sample < 2:
+            raise DiswotError(f"a rank sample needs at least 2 architectures, got {sample}")
+        return sorted(random.Random(seed).sample(archs, sample))
