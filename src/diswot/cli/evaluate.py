@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help=f"override: {', '.join(DATASETS)}")
     p.add_argument("--data-root", default=None, help="override the stored data folder")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (256)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument(
+        "--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:N"
+    )
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="mixed precision (auto: CUDA)")
     add_threads_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -70,7 +70,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of init, data order and augmentation")
     g.add_argument("--eval-batch-size", type=int, default=256, help="test batch size (256)")
     r = p.add_argument_group("runtime")
-    r.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    r.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA if available; training wants a GPU), cpu, cuda, cuda:N",
+    )
     r.add_argument(
         "--amp", default="auto", choices=AMP_MODES, help="mixed precision (auto: bf16 on CUDA)"
     )
