@@ -298,9 +298,14 @@ def _run(args: argparse.Namespace) -> int:
     )
     for line in _provenance(st, opts, origin):
         print(line)
-    print(f"  M_s (semantic, {res.info.get('semantic_form', '?')} form): {comps['ms']:.6f}")
-    print(f"  M_r (relation):                    {comps['mr']:.6f}")
-    print(f"  DisWOT score -(M_s+M_r):           {res.values['diswot']:.6f}{sd}")
+    rows = [
+        (f"M_s (semantic, {res.info.get('semantic_form', '?')} form):", f"{comps['ms']:.6f}"),
+        ("M_r (relation):", f"{comps['mr']:.6f}"),
+        ("DisWOT score -(M_s+M_r):", f"{res.values['diswot']:.6f}{sd}"),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    for label, value in rows:
+        print(f"  {label.ljust(width)}{value}")
     for k, v in res.values.items():
         if k not in ("diswot", "ms", "mr"):
             print(f"  {k}: {v:.6g}")
