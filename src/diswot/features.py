@@ -3,13 +3,27 @@
 DisWOT needs two things from each network: the input of the final classifier (to form the closed-form
 gradient of its weight) and the feature map that enters global pooling (for the relation term). Rather
 than require a ``forward_features`` method, :class:`FeatureExtractor` finds both with forward hooks, so a
-user's own teacher works unchanged. Detection runs once, on the first forward pass:
+user's own teacher works unchanged. Detection runs once, on the first forward pass, which must return
+logits of shape ``(N, K)`` (a tensor, or a tuple/list whose first element is one); only leaf modules
+(modules without children) and explicitly named modules are traced:
 
-* the classifier is the last ``nn.Linear`` that runs whose output is the model's output;
-* the feature map is the input of the last pooling module that runs before it (``AdaptiveAvgPool*``,
-  ``AvgPool*``); failing that, the last 4-D tensor any module produced before the classifier; for token
-  models (ViTs) whose head reads a token, the user passes ``feature=`` naming the module whose *output*
-  to take.
+* the classifier is the last ``nn.Linear`` to run whose output has the logits' shape ``(N, K)``. Only
+  the shape is compared, not the values: a same-shaped ``nn.Linear`` that runs after the real head
+  would be taken, so name the head then. ``pooled`` is the classifier's (first) input;
+* the feature map is the input of the last *global* pooling module that runs before the classifier: a
+  pooling module (``AdaptiveAvgPool*``, ``AdaptiveMaxPool*``, ``AvgPool*``, ``MaxPool*``, ``LPPool*``)
+  whose input has at least 3 dims and whose output, of the same rank, is 1 along every dim after
+  ``(N, C)``, i.e. one that collapses the spatial extent (``AdaptiveAvgPool2d(1)``,
+  ``AdaptiveMaxPool2d(1)``, or e.g. ``AvgPool2d(8)`` on an 8 x 8 map). Pools that leave a spatial
+  extent (a stem ``MaxPool2d``, a stride-2 ``AvgPool2d`` between stages, a 3 x 3 stride-1 pool inside
+  a cell) are never taken as the global pool. A squeeze-and-excitation pool is global too, so in a
+  network that pools functionally after one, name the feature module;
+* failing that (the network pools functionally: ``x.mean((2, 3))``, ``F.adaptive_avg_pool2d``, ...),
+  the feature map is the output of the last leaf module to run before the classifier whose output is
+  4-D; that can be a pooling module's output, which is then the map the functional pooling reads;
+* for token models (ViTs) whose head reads a token, the user passes ``feature=`` naming the module
+  whose *output* to take (the shipped ViTs route their final token map through an identity
+  ``token_map``, which the 4-D rule above also finds).
 
 Both can be named explicitly (``classifier="fc"``, ``feature="layer3"``, dotted module names as in
 ``named_modules()``); a named feature module contributes its output.
@@ -24,16 +38,35 @@ from torch import Tensor, nn
 
 from diswot.errors import DiswotError
 
-_POOLS = (
+_POOLS: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
     nn.AvgPool1d,
     nn.AvgPool2d,
     nn.AvgPool3d,
-    nn.AdaptiveMaxPool2d,
+    nn.MaxPool1d,
     nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.LPPool1d,
+    nn.LPPool2d,
+    *((nn.LPPool3d,) if hasattr(nn, "LPPool3d") else ()),
 )
+
+
+def _is_global_pool(mod: nn.Module, inp: Tensor | None, out: Tensor | None) -> bool:
+    """Whether ``mod`` is a pooling module that collapsed its input's spatial extent to 1."""
+    return (
+        isinstance(mod, _POOLS)
+        and inp is not None
+        and out is not None
+        and inp.dim() >= 3
+        and out.dim() == inp.dim()
+        and all(s == 1 for s in out.shape[2:])
+    )
 
 
 class Features(NamedTuple):
@@ -58,8 +91,9 @@ class FeatureExtractor:
     Args:
         model: any module mapping images to logits ``(N, K)``.
         classifier: dotted name of the final ``nn.Linear``; auto-detected when ``None``.
-        feature: dotted name of the module whose *output* is the pre-pool feature; when ``None`` the input
-            of the global pooling layer is used.
+        feature: dotted name of the module whose *output* is the pre-pool feature; when ``None`` it is
+            detected as the module docstring says (input of the last global pooling module, else the
+            last 4-D leaf output before the classifier).
     """
 
     def __init__(
@@ -126,8 +160,8 @@ class FeatureExtractor:
         cls_idx = max(i for i, t in enumerate(trace) if t[0] == self.classifier_name)
         before = trace[:cls_idx]
         if self.feature_name is None:
-            for name, mod, inp, _ in reversed(before):
-                if isinstance(mod, _POOLS) and inp is not None and inp.dim() >= 3:
+            for name, mod, inp, o in reversed(before):
+                if _is_global_pool(mod, inp, o):
                     self.feature_name = name
                     break
             else:
