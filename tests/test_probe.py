@@ -70,6 +70,48 @@ def test_student_as_module_and_class_mismatch() -> None:
     assert math.isfinite(res.values["diswot"])
     with pytest.raises(DiswotError, match="num_classes=10"):
         sc.score(create_model("resnet8", num_classes=100))
+    # Every proxy reading the student's pass refuses the mismatch too, not only DisWOT.
+    for proxy in ("kd", "sp", "at"):
+        with pytest.raises(DiswotError, match="num_classes=10"):
+            sc.evaluate(create_model("resnet8", num_classes=100), [proxy], 0)
+
+
+def test_scoring_leaves_the_callers_modules_alone() -> None:
+    from diswot.models import create_model
+
+    teacher, student = create_model("resnet8", num_classes=10), create_model("111", num_classes=10)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (teacher, student)]
+    Scorer(teacher, num_classes=10, batch_size=4).score(student)
+    for m, saved in zip((teacher, student), before):
+        assert all(torch.equal(v, saved[k]) for k, v in m.state_dict().items())
+        assert m.conv1.weight.is_contiguous()  # not turned channels-last behind the caller's back
+
+
+def test_seed_count_and_default_dtype() -> None:
+    a = Scorer("resnet8", num_classes=10, batch_size=4, seeds=3)
+    assert a.seeds == (0, 1, 2)
+    torch.set_default_dtype(torch.float64)
+    try:
+        with pytest.raises(DiswotError, match="torch.set_default_dtype"):
+            Scorer("resnet8", num_classes=10, batch_size=4)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_overflowing_networks_score_nan_not_a_plausible_number() -> None:
+    from diswot.metrics import diswot_score
+    from diswot.models import create_model
+
+    g, f = torch.randn(10, 8, dtype=torch.float64), torch.randn(4, 8, 2, 2)
+    for bad in (math.nan, math.inf):
+        out = diswot_score(g, f, g * bad, f * bad)
+        assert all(math.isnan(out[k]) for k in ("score", "ms", "mr")), out
+        assert math.isnan(diswot_score(g, f, g, f * bad)["mr"])
+    # A student whose pass overflows: NaN, which rank and search put last.
+    student = torch.nn.Sequential(create_model("111", num_classes=10))
+    student.register_forward_pre_hook(lambda m, args: (args[0] * math.inf,))
+    vals = Scorer("resnet8", num_classes=10, batch_size=4).evaluate(student, ["diswot"], 0)
+    assert math.isnan(vals["diswot"])
 
 
 @pytest.mark.parametrize(
@@ -79,6 +121,10 @@ def test_student_as_module_and_class_mismatch() -> None:
         ({"num_classes": 1}, "at least 2"),
         ({"init": "xavier"}, "unknown init"),
         ({"seeds": ()}, "--seeds must be at least 1"),
+        ({"seeds": 0}, "--seeds must be at least 1"),
+        ({"num_classes": "100"}, "--num-classes must be an integer"),
+        ({"batch_size": 4.5}, "--batch-size must be an integer"),
+        ({"semantic": "foo"}, "unknown semantic form 'foo'; use auto, channel or class"),
     ],
 )
 def test_bad_settings(kwargs: dict, match: str) -> None:

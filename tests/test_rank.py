@@ -251,3 +251,13 @@ def test_settings_record_the_data_root(tmp_path: Path) -> None:
     assert meta["settings"]["data_root"] == str(tmp_path)
     # Not a fixed setting: the same run pointed at a moved dataset goes on.
     run_rank("s1", proxies="l2_norm", archs=S1_ARCHS[:2], out_dir=out, **FAST)
+
+
+def test_python_lists_of_archs_refuse_repeats_and_teachers_must_be_names() -> None:
+    from diswot.errors import DiswotError
+    from diswot.models import create_model
+
+    with pytest.raises(DiswotError, match=r"archs\[2\] repeats the architecture of archs\[0\]"):
+        run_rank("s1", archs=["111", "333", "111"], progress=False)
+    with pytest.raises(DiswotError, match="run_rank takes a teacher name"):
+        run_rank("s1", teacher=create_model("resnet8"), archs=["111", "333"], progress=False)

@@ -560,3 +560,14 @@ def test_settings_record_the_data_root_and_a_resume_reuses_it(tmp_path, fake_cif
     stored = read_settings(out)
     assert stored["data_root"] == str(fake_cifar)
     assert _from_settings(stored)["data_root"] == str(fake_cifar)  # what --resume DIR fills in
+
+
+def test_a_teacher_module_is_recorded_by_its_architecture(tmp_path):
+    from diswot.models import create_model
+
+    kw = dict(cycles=2, batch_size=4, out_dir=tmp_path / "m", progress=False)
+    res = run_search("s1", teacher=create_model("resnet8"), **kw)
+    assert res.settings["teacher"].startswith("CifarResNet#")
+    run_search("s1", teacher=create_model("resnet8"), resume=True, **{**kw, "cycles": 3})
+    with pytest.raises(DiswotError, match="other settings: teacher='CifarResNet#"):
+        run_search("s1", teacher=create_model("resnet20"), resume=True, **{**kw, "cycles": 4})

@@ -58,9 +58,12 @@ def classifier_gradient(logits: Tensor, pooled: Tensor, labels: Tensor) -> Tenso
 
 
 def _unit_rows(g: Tensor) -> Tensor:
-    """Rows divided by their norm; all-zero rows stay zero (as ``F.normalize`` would give)."""
+    """Rows divided by their norm; all-zero rows stay zero (as ``F.normalize`` would give), and a
+    row holding NaN or infinity becomes NaN, so a network whose activations overflowed scores NaN
+    (ranked last) instead of a plausible number."""
     norm = g.norm(dim=1, keepdim=True)
-    return torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
+    out = torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
+    return torch.where(torch.isfinite(norm), out, torch.nan)
 
 
 class Reference:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
+import hashlib
 import itertools
 import math
 import sys
@@ -173,6 +175,18 @@ def _needs_grad(proxies: Sequence[str]) -> bool:
     return any(get_proxy(p).needs_grad for p in proxies)
 
 
+def module_label(model: nn.Module) -> str:
+    """How run folders record a teacher given as a module: its class and a digest of its
+    architecture (``repr``: layers and shapes, not weights, which the probe re-initialises), so
+    resuming with another architecture of the same class is refused, not silently mixed."""
+    digest = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
+    return f"{type(model).__name__}#{digest}"
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _seed_of(seed: int, role: int) -> int:
     return seed * 1000 + role
 
@@ -300,17 +314,17 @@ class StudentProbe:
             self.model.train()
             with strict_fp32(), torch.no_grad(), self.scorer.autocast():
                 f = self.extractor(self.inputs)
+        if f.logits.shape[1] != self.num_classes:  # before any proxy reads it (kd would be NaN)
+            raise DiswotError(
+                f"student outputs {f.logits.shape[1]} classes but the teacher/probe has "
+                f"{self.num_classes}; build the student with num_classes={self.num_classes}"
+            )
         # Under bf16 the pass ran in low precision; every metric reads fp32 (or float64).
         return f if f.logits.dtype == torch.float32 else Features(*(t.float() for t in f))
 
     @cached_property
     def grad(self) -> Tensor:
-        f = self.features
-        if f.logits.shape[1] != self.num_classes:
-            raise DiswotError(
-                f"student outputs {f.logits.shape[1]} classes but the teacher/probe has "
-                f"{self.num_classes}; build the student with num_classes={self.num_classes}"
-            )
+        f = self.features  # its class count already checked
         return classifier_gradient(f.logits, f.pooled, self.labels)
 
     @cached_property
@@ -339,7 +353,8 @@ class Scorer:
             after the chosen init), or ``None`` for teacher-free proxies only.
         num_classes: classes of the probe labels, the teacher and every student.
         batch_size: probe batch size (at least 2).
-        seeds: seeds to average over; each gives its own batch, teacher init and student init.
+        seeds: seeds to average over (a count ``n`` means ``0..n-1``); each gives its own batch,
+            teacher init and student init.
         init: ``gaussian`` (the paper's N(0,1)) or ``default`` (PyTorch's init under the seed).
         data: ``synthetic`` or ``cifar10``/``cifar100`` (then ``data_root`` is needed).
         semantic: ``auto`` (channel form when widths match, class-relation form otherwise),
@@ -374,7 +389,7 @@ class Scorer:
         *,
         num_classes: int = 100,
         batch_size: int = 64,
-        seeds: Sequence[int] = (0,),
+        seeds: Sequence[int] | int = (0,),
         init: str = "gaussian",
         data: str = "synthetic",
         data_root: str | None = None,
@@ -394,16 +409,30 @@ class Scorer:
         engine: str = "auto",
         supernet: Callable[[int, torch.device, bool], Supernet] | None = None,
     ) -> None:
-        if num_classes < 2:
-            raise DiswotError(f"--num-classes must be at least 2, got {num_classes}")
-        if batch_size < 2:
+        if not _is_int(num_classes) or num_classes < 2:
             raise DiswotError(
-                f"batch size must be at least 2 (the relation term compares samples), got {batch_size}"
+                f"--num-classes must be an integer of at least 2, got {num_classes!r}"
             )
+        if not _is_int(batch_size) or batch_size < 2:
+            raise DiswotError(
+                "--batch-size must be an integer of at least 2 (the relation term compares "
+                f"samples), got {batch_size!r}"
+            )
+        if _is_int(seeds):  # a count, as run_search and run_rank take it
+            seeds = range(seeds)  # type: ignore[arg-type]
         if not seeds:
             raise DiswotError("--seeds must be at least 1 (give at least one probe seed)")
         if init not in ("gaussian", "default"):
             raise DiswotError(f"unknown init '{init}'; use gaussian or default")
+        if semantic not in ("auto", "channel", "class"):
+            raise DiswotError(f"unknown semantic form '{semantic}'; use auto, channel or class")
+        if torch.get_default_dtype() != torch.float32:
+            # Probe batches are float32; networks built under another default would meet them
+            # with float64 weights and every proxy would fail as NaN.
+            raise DiswotError(
+                f"torch's default dtype is {torch.get_default_dtype()}; diswot scores float32 "
+                "networks: call torch.set_default_dtype(torch.float32) first"
+            )
         check_precision(precision)
         custom_hooks = student_classifier is not None or student_feature is not None
         #: The engine in use, ``auto`` resolved.
@@ -530,7 +559,7 @@ class Scorer:
                 make = (lambda a, k: create_model(a, num_classes=k)) if teacher else self.builder
                 model = make(spec, self.num_classes)
             elif isinstance(spec, nn.Module):
-                model = spec
+                model = copy.deepcopy(spec)  # the caller's module (maybe trained) stays as it is
             elif callable(spec):
                 model = spec()
             else:

@@ -418,6 +418,11 @@ def _plan(
     engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
     if teacher is None:
         teacher = sp.default_teacher or None
+    elif not isinstance(teacher, str):
+        raise DiswotError(
+            "run_rank takes a teacher name (its workers and resumed runs rebuild it by name); for "
+            "a teacher module use Scorer.for_space(space, module) or run_search(teacher=module)"
+        )
     elif teacher.lower() == "none":
         teacher = None
     targets = _targets(sp, target)
@@ -427,6 +432,13 @@ def _plan(
         arch_list = read_archs_file(archs, sp)
     elif archs is not None:
         arch_list = [sp.validate(a) for a in archs]
+        seen: dict[str, int] = {}
+        for i, a in enumerate(arch_list):
+            if a in seen:  # as read_archs_file refuses it: a repeat would count twice
+                raise DiswotError(
+                    f"archs[{i}] repeats the architecture of archs[{seen[a]}] ({a}); give each once"
+                )
+            seen[a] = i
     else:
         if sample is not None and sample < 1:
             raise DiswotError(f"--sample must be at least 1, got {sample}")

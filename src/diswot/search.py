@@ -844,7 +844,7 @@ class SearchResult:
             acc = ", ".join(f"{t} {v:.2f}%" for t, v in self.ground_truth.items())
             lines.append(f"truth   {acc} (shipped table, looked up after the search)")
         if self.out_dir is not None:
-            lines.append(f"files   {self.out_dir}/ ({CANDIDATES}, {RESULT}, {PLOT})")
+            lines.append(f"files   {self.out_dir}/ ({SETTINGS}, {CANDIDATES}, {RESULT}, {PLOT})")
         return "\n".join(lines)
 
 
@@ -1018,7 +1018,7 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
-    from diswot.probe import check_precision, resolve_engine
+    from diswot.probe import check_precision, module_label, resolve_engine
 
     check_precision(precision)
     engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
@@ -1044,7 +1044,7 @@ def run_search(
         "target": target,
         "num_classes": spec.num_classes,
         "image_size": spec.image_size,
-        "teacher": teacher if isinstance(teacher, str) else type(teacher).__name__,
+        "teacher": teacher if isinstance(teacher, str) else module_label(teacher),
         "objective": objective_name,
         "algorithm": algorithm,
         "seed": int(seed),

@@ -23,6 +23,7 @@ is the final epoch's, the number that involves no selection on the test set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -33,6 +34,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -481,13 +483,29 @@ def run_training(
     ``out/last.pt`` when it exists (and starts fresh otherwise); a path resumes from that file.
     Starting fresh into a folder that already holds ``last.pt`` is refused, so a finished run is never
     overwritten by accident.
+
+    Training seeds the global RNGs (torch, ``random``, NumPy) for its own reproducibility; the
+    caller's states are restored afterwards, so a script's own random stream is left alone.
     """
-    with torch_threads(threads):
+    with torch_threads(threads), _global_rng_kept():
         return _run_training(
             arch_spec, data, out, settings, method=method, teacher=teacher,
             teacher_ckpt=teacher_ckpt, weights=weights, device=device, resume=resume,
             progress=progress,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Restore the global torch (CPU and CUDA), ``random`` and NumPy states on exit."""
+    py, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
 
 
 def _run_training(
