@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diswot.errors import DiswotError
+from diswot.errors import DiswotError, flag
 
 #: Per-channel (mean, std) of the CIFAR training sets on the 0-1 scale, as used by NAS-Bench-201 and
 #: the DisWOT code (std is the true per-pixel standard deviation, not the 0.2023-style values some
@@ -189,8 +189,7 @@ def _move(t: Tensor, device: str | torch.device) -> Tensor:
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            flag = "--" + key.replace("_", "-")
-            raise DiswotError(f"{flag} must be a positive integer, got {value!r}")
+            raise DiswotError(f"{flag(key)} must be a positive integer, got {value!r}")
 
 
 def synthetic_batch(

@@ -10,3 +10,9 @@ from __future__ import annotations
 
 class DiswotError(ValueError):
     """A user-facing error whose message is a single line naming the fix."""
+
+
+def flag(name: str) -> str:
+    """The command-line option of a setting (``batch_size`` -> ``--batch-size``): messages name
+    the flag, which Python callers recognise as their keyword too."""
+    return "--" + name.replace("_", "-")

@@ -104,9 +104,14 @@ class Reference:
         return _unit_gram(self.feature_map)
 
 
+def _as_reference(g_t: Tensor | Reference) -> Reference:
+    """``g_t`` as a :class:`Reference` (a bare teacher gradient gets a throwaway one)."""
+    return g_t if isinstance(g_t, Reference) else Reference(g_t)
+
+
 def semantic_channel(g_t: Tensor | Reference, g_s: Tensor) -> Tensor:
     """Exact channel-form ``M_s`` for equal widths (see the module docstring)."""
-    ref = g_t if isinstance(g_t, Reference) else Reference(g_t)
+    ref = _as_reference(g_t)
     if ref.grad.shape != g_s.shape:
         raise ValueError(
             f"channel form needs equal shapes, got {tuple(ref.grad.shape)} and {tuple(g_s.shape)}"
@@ -142,7 +147,7 @@ def _gram_distance(g_t: Tensor, x_s: Tensor) -> Tensor:
 
 def semantic_class(g_t: Tensor | Reference, g_s: Tensor) -> Tensor:
     """Width-independent ``M_s``: distance between the ``K x K`` class-relation matrices."""
-    ref = g_t if isinstance(g_t, Reference) else Reference(g_t)
+    ref = _as_reference(g_t)
     if ref.grad.shape[0] != g_s.shape[0]:
         raise ValueError(f"teacher has {ref.grad.shape[0]} classes, student {g_s.shape[0]}")
     return _gram_distance(ref.class_relation, g_s)
@@ -152,13 +157,13 @@ def semantic_similarity(
     g_t: Tensor | Reference, g_s: Tensor, mode: SemanticMode = "auto"
 ) -> tuple[Tensor, str]:
     """``M_s`` and the form used (``"channel"`` or ``"class"``); ``auto`` picks channel when widths match."""
+    ref = _as_reference(g_t)
     if mode == "auto":
-        shape = g_t.grad.shape if isinstance(g_t, Reference) else g_t.shape
-        mode = "channel" if shape == g_s.shape else "class"
+        mode = "channel" if ref.grad.shape == g_s.shape else "class"
     if mode == "channel":
-        return semantic_channel(g_t, g_s), "channel"
+        return semantic_channel(ref, g_s), "channel"
     if mode == "class":
-        return semantic_class(g_t, g_s), "class"
+        return semantic_class(ref, g_s), "class"
     raise ValueError(f"unknown semantic mode {mode!r}; use auto, channel or class")
 
 

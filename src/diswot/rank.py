@@ -206,6 +206,18 @@ def parse_proxies(
     return list(dict.fromkeys(plain)), ensembles
 
 
+def _refuse_repeats(archs: Sequence[str], where: Sequence[str], prefix: str = "") -> None:
+    """Refuse an architecture listed twice (it would count twice in every correlation);
+    ``where[i]`` names entry ``i`` in the error (``line 3``, ``archs[2]``)."""
+    seen: dict[str, str] = {}
+    for arch, here in zip(archs, where):
+        if arch in seen:
+            raise DiswotError(
+                f"{prefix}{here} repeats the architecture of {seen[arch]} ({arch}); list each once"
+            )
+        seen[arch] = here
+
+
 def read_archs_file(path: str | Path, space: SearchSpace) -> list[str]:
     """Architectures listed one per line (``#`` comments and blank lines skipped), canonicalised.
 
@@ -216,7 +228,7 @@ def read_archs_file(path: str | Path, space: SearchSpace) -> list[str]:
     if not p.is_file():
         raise DiswotError(f"--archs file {p} not found; give a file with one architecture per line")
     archs: list[str] = []
-    seen: dict[str, int] = {}
+    lines: list[str] = []
     for i, raw in enumerate(p.read_text().splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -229,12 +241,9 @@ def read_archs_file(path: str | Path, space: SearchSpace) -> list[str]:
             arch = space.validate(line)
         except DiswotError as exc:
             raise DiswotError(f"{p} line {i}: {exc}") from None
-        if arch in seen:
-            raise DiswotError(
-                f"{p} line {i} repeats the architecture of line {seen[arch]}; list each once"
-            )
-        seen[arch] = i
         archs.append(arch)
+        lines.append(f"line {i}")
+    _refuse_repeats(archs, lines, f"{p} ")
     if not archs:
         raise DiswotError(f"--archs file {p} lists no architectures; give one per line")
     return archs
@@ -432,13 +441,7 @@ def _plan(
         arch_list = read_archs_file(archs, sp)
     elif archs is not None:
         arch_list = [sp.validate(a) for a in archs]
-        seen: dict[str, int] = {}
-        for i, a in enumerate(arch_list):
-            if a in seen:  # as read_archs_file refuses it: a repeat would count twice
-                raise DiswotError(
-                    f"archs[{i}] repeats the architecture of archs[{seen[a]}] ({a}); give each once"
-                )
-            seen[a] = i
+        _refuse_repeats(arch_list, [f"archs[{i}]" for i in range(len(arch_list))])
     else:
         if sample is not None and sample < 1:
             raise DiswotError(f"--sample must be at least 1, got {sample}")

@@ -70,15 +70,21 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def refuse_file(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a Path, refused in one line when it exists and is not a folder."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DiswotError(f"{flag} {out} is a file, not a folder; pass {flag} a folder path")
+    return out
+
+
 def run_folder(path: str | Path, flag: str = "--out") -> Path:
     """Create the run folder ``path`` (parents too) or raise a one-line error naming ``flag``.
 
     Every command that writes results makes its folder through this, so a path that is a file,
     sits under a file or is not writable is a user error naming the fix, not an ``OSError``.
     """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise DiswotError(f"{flag} {out} is a file, not a folder; pass {flag} a folder path")
+    out = refuse_file(path, flag)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

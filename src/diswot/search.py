@@ -53,7 +53,7 @@ from tqdm import tqdm
 from diswot import __version__
 from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost
-from diswot.runtime import parse_device, resolve_device, run_folder
+from diswot.runtime import parse_device, refuse_file, resolve_device, run_folder
 from diswot.spaces import SearchSpace, get_space
 
 __all__ = [
@@ -353,9 +353,7 @@ def read_settings(out_dir: str | Path) -> dict:
 def _check_folder(out: Path, settings: dict, resume: bool) -> list[dict]:
     """Refuse a folder that would mix runs; on resume return the records already scored."""
     if not resume:
-        if out.exists() and not out.is_dir():
-            raise DiswotError(f"--out {out} is a file, not a folder; pass --out a folder path")
-        if out.exists() and any(out.iterdir()):
+        if refuse_file(out).exists() and any(out.iterdir()):
             raise DiswotError(
                 f"{out} already exists and is not empty; use --resume {out} or another --out"
             )

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from diswot.errors import flag
 from diswot.probe import ENGINES, PRECISIONS
 
 #: The probe options' defaults, as :func:`add_probe_args` sets them (``--teacher``'s is per command).
@@ -119,6 +120,11 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="GPUs reserved per Ray actor, e.g. 0.25 packs 4 actors per GPU (default 0)",
     )
+
+
+def options_text(values: dict[str, object]) -> str:
+    """``{"batch_size": 16}`` -> ``--batch-size 16``, unset (``None``) values left out."""
+    return " ".join(f"{flag(k)} {v}" for k, v in values.items() if v is not None)
 
 
 def print_json(obj: object) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from diswot.cli._common import PROBE_DEFAULTS, add_probe_args, print_json
+from diswot.cli._common import PROBE_DEFAULTS, add_probe_args, options_text, print_json
 from diswot.data import check_root_is_read
 from diswot.distill.trainer import resolve_student
 from diswot.errors import DiswotError
@@ -48,16 +48,13 @@ DEFAULTS: dict[str, Any] = {
     **PROBE_DEFAULTS,
 }
 
-#: How the header names an option (``--flag`` is derived from the dest).
+#: How the header names an option (seeds, classes and pixels are written by :func:`_shown`).
 _LABELS = {
     "teacher": "teacher",
     "batch_size": "batch",
-    "seeds": "seeds",
     "init": "init",
     "data": "data",
     "data_root": "data root",
-    "num_classes": "classes",
-    "image_size": "px",
     "precision": "precision",
     "engine": "engine",
     "proxy": "objective",
@@ -179,8 +176,8 @@ def _shown(key: str, value: Any) -> str:
 
 def _provenance(student: Any, opts: dict[str, Any], origin: dict[str, str]) -> list[str]:
     """Header lines saying where the settings came from (none for a plainly named student)."""
-    given = [f"--{k.replace('_', '-')} {opts[k]}" for k in FROM_SEARCH if origin[k] == "given"]
-    tail = f"; given here: {' '.join(given)}" if given else ""
+    given = options_text({k: opts[k] for k in FROM_SEARCH if origin[k] == "given"})
+    tail = f"; given here: {given}" if given else ""
     lines = []
     if student.source is not None:
         where = f"the search in {student.source}"

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diswot.cli._common import add_backend_args, add_probe_args, print_json
+from diswot.cli._common import add_backend_args, add_probe_args, options_text, print_json
 from diswot.data import check_root_is_read
 from diswot.errors import DiswotError
 from diswot.runtime import torch_threads
@@ -59,6 +59,9 @@ _FALLBACK: dict[str, object] = {
     "device": "cpu",
     "precision": "fp32",
 }
+
+#: The size-budget options (run-folder settings keep them under ``budget``).
+_BOUNDS = ("max_params", "max_flops", "min_params", "min_flops")
 
 #: Options that change only how or where the search runs, or its random stream: giving them keeps
 #: the quick default (``diswot search --seed 1`` is the quick search with another seed).
@@ -182,7 +185,7 @@ def _from_settings(s: dict) -> dict[str, object]:
         "data_root": s.get("data_root"),
         "device": s.get("device"),
         "precision": s.get("precision"),
-        **{k: budget.get(k) for k in ("max_params", "max_flops", "min_params", "min_flops")},
+        **{k: budget.get(k) for k in _BOUNDS},
     }
 
 
@@ -205,7 +208,7 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict[str, object], bool]:
             )
         opts.update({k: v for k, v in stored.items() if v is not None})
         # Budget bounds the old run did not set stay unset (not the fallbacks).
-        for k in ("max_params", "max_flops", "min_params", "min_flops", "cycles", "target"):
+        for k in (*_BOUNDS, "cycles", "target"):
             opts[k] = stored.get(k)
     opts.update(explicit)
     return opts, quick
@@ -226,17 +229,9 @@ def _describe(opts: dict[str, object]) -> str:
     }
     if algorithm == "evolution":
         shown.update(population=opts["population"], sample_size=opts["sample_size"])
-    for key in (
-        "max_params",
-        "max_flops",
-        "min_params",
-        "min_flops",
-        "proxy",
-        "batch_size",
-        "seed",
-    ):
+    for key in (*_BOUNDS, "proxy", "batch_size", "seed"):
         shown[key] = opts.get(key)
-    text = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in shown.items() if v is not None)
+    text = options_text(shown)
     notes = [] if opts.get("cycles") or algorithm != "exhaustive" else ["every admissible student"]
     if not any(opts.get(k) is not None for k in ("max_params", "max_flops")):
         notes.append("no size budget")
@@ -256,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         if quick and not args.resume:
             print(
                 "diswot search: no option says what to search, running the quick default: "
-                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK_DEFAULT.items()),
+                + options_text(QUICK_DEFAULT),
                 file=sys.stderr,
             )
         elif not args.resume:

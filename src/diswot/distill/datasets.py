@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diswot.errors import DiswotError
+from diswot.errors import DiswotError, flag
 
 __all__ = [
     "DATASETS",
@@ -95,8 +95,9 @@ class DataConfig:
             for key in ("synthetic_train", "synthetic_test", "synthetic_classes", "image_size"):
                 least = 2 if key == "synthetic_classes" else 1
                 if int(getattr(self, key)) < least:
-                    flag = "--" + key.replace("_", "-")
-                    raise DiswotError(f"{flag} must be at least {least}, got {getattr(self, key)}")
+                    raise DiswotError(
+                        f"{flag(key)} must be at least {least}, got {getattr(self, key)}"
+                    )
             if not 0.0 <= float(self.synthetic_noise) <= 10.0:
                 raise DiswotError(
                     f"--synthetic-noise must lie in [0, 10], got {self.synthetic_noise}"

@@ -54,7 +54,7 @@ from diswot.distill.checkpoint import (
 )
 from diswot.distill.datasets import BatchLoader, DataConfig, ImageData, load_dataset
 from diswot.distill.methods import Distiller, FeatureInfo, StepOutputs, build_distiller
-from diswot.errors import DiswotError
+from diswot.errors import DiswotError, flag
 from diswot.features import FeatureExtractor
 from diswot.models import is_model_name
 from diswot.runtime import resolve_device, run_folder, torch_threads
@@ -103,14 +103,14 @@ class TrainSettings:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise DiswotError(f"{_flag(key)} must be a positive integer, got {v!r}")
+                raise DiswotError(f"{flag(key)} must be a positive integer, got {v!r}")
         if self.batch_size < 2:
             raise DiswotError(
                 "--batch-size must be at least 2 (BatchNorm and relation losses need 2)"
             )
         for key in ("lr", "momentum", "weight_decay", "lr_decay"):
             if not float(getattr(self, key)) >= 0:  # NaN too
-                raise DiswotError(f"{_flag(key)} must be >= 0, got {getattr(self, key)}")
+                raise DiswotError(f"{flag(key)} must be >= 0, got {getattr(self, key)}")
         if self.amp not in AMP_MODES:
             raise DiswotError(f"unknown amp mode '{self.amp}'; accepted: {', '.join(AMP_MODES)}")
         cl = str(self.channels_last).lower()
@@ -317,11 +317,6 @@ def _check_resolution(student: StudentSpec, data: DataConfig) -> None:
         f"student {student.arch} is a {student.builder_space} network searched at {size} px but "
         f"the {data.name} images are {data.image_size} px; {fix}"
     )
-
-
-def _flag(key: str) -> str:
-    """The command-line option of a settings field, as error messages name it."""
-    return "--" + key.replace("_", "-")
 
 
 def _sha256(path: Path) -> str:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -166,19 +166,15 @@ class NB201Supernet:
         self._weights: dict[tuple, Tensor] = self._buffers[0].slots
         if not self._shared_store:
             self._dev_flat = torch.zeros(self._total, dtype=torch.float32, device=self.device)
-            self._weights = {}
-            offset = 0
-            for key, shape in shapes.items():
-                n = _numel(shape)
-                view = self._dev_flat[offset : offset + n].view(shape)
-                if channels_last and len(shape) == 4:
-                    # A channels-last tensor of its own: a flat copy would scramble its layout,
-                    # so these slots are copied one by one (CPU path; CUDA is contiguous).
-                    view = torch.zeros(shape, device=self.device).contiguous(
-                        memory_format=torch.channels_last
-                    )
-                self._weights[key] = view
-                offset += n
+            self._weights = self._views(self._dev_flat, shapes)
+            if channels_last:
+                # Channels-last tensors of their own: a flat copy would scramble their layout,
+                # so these slots are copied one by one (CPU path; CUDA is contiguous).
+                for key, shape in shapes.items():
+                    if len(shape) == 4:
+                        self._weights[key] = torch.zeros(shape, device=self.device).contiguous(
+                            memory_format=torch.channels_last
+                        )
 
         # BatchNorm constants per width (scale 1, shift 0) and running statistics, which train-mode
         # BatchNorm updates but never reads; the classifier's bias is 0 as after init_weights.
@@ -218,12 +214,12 @@ class NB201Supernet:
         self.streams = (
             aligned and not cuda_graphs and not channels_last if streams is None else streams
         )
-        longest = self._draw_order(("nor_conv_3x3",) * len(EDGES))
-        self._stream_len = sum(_numel(shapes[key]) for key in longest)
+        self._longest = self._draw_order(("nor_conv_3x3",) * len(EDGES))
+        self._stream_len = sum(_numel(shapes[key]) for key in self._longest)
         self._streams: OrderedDict[int, Tensor] = OrderedDict()
         self._stream_checked = False
-        #: Every slot's tensor when nothing is streamed: what a streamed candidate's unused slots
-        #: show the masked forward.
+        #: Every slot's tensor when nothing is streamed: what the masked forward reads for the
+        #: slots a streamed candidate does not use.
         self._idle = self._weights
 
         #: Draw the next candidate's weights on a background thread (``prefetch``); ``None``: on
@@ -242,14 +238,19 @@ class NB201Supernet:
         pin = self.device.type == "cuda"
         # Zeros, so the slots no candidate has drawn yet hold finite numbers too.
         flat = torch.zeros(self._total, dtype=torch.float32, pin_memory=pin)
-        slots, offset = {}, 0
-        for key, shape in self._shapes.items():
-            n = _numel(shape)
-            slots[key] = flat[offset : offset + n].view(shape)
-            offset += n
         mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, pin_memory=pin)
         event = torch.cuda.Event() if pin else None
-        return _HostBuffer(flat, slots, mask, event)
+        return _HostBuffer(flat, self._views(flat, self._shapes), mask, event)
+
+    def _views(self, flat: Tensor, keys: Iterable[tuple]) -> dict[tuple, Tensor]:
+        """Consecutive windows of ``flat`` shaped as the slots ``keys``, in that order."""
+        views, offset = {}, 0
+        for key in keys:
+            shape = self._shapes[key]
+            n = _numel(shape)
+            views[key] = flat[offset : offset + n].view(shape)
+            offset += n
+        return views
 
     # -- weights ---------------------------------------------------------------------------------
     def _draw_order(self, ops: tuple[str, ...]) -> list[tuple]:
@@ -273,9 +274,7 @@ class NB201Supernet:
         gen.manual_seed(seed)
         for key in order:
             buf.slots[key].normal_(generator=gen)
-        buf.mask.zero_()
-        for k, op in enumerate(ops):
-            buf.mask[k, OPS.index(op)] = True
+        _write_mask(buf.mask, ops)
         return order
 
     def _stream(self, seed: int) -> Tensor | None:
@@ -308,8 +307,7 @@ class NB201Supernet:
     def _stream_holds(self, stream: Tensor, seed: int) -> bool:
         """Whether the per-slot draws of the longest candidate are ``stream``, number for number."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        order = self._draw_order(("nor_conv_3x3",) * len(EDGES))
-        drawn = [torch.empty(self._shapes[key]).normal_(generator=gen) for key in order]
+        drawn = [torch.empty(self._shapes[key]).normal_(generator=gen) for key in self._longest]
         return torch.equal(torch.cat([t.flatten() for t in drawn]), stream)
 
     def prefetch(self, arch: str, seed: int) -> None:
@@ -343,13 +341,9 @@ class NB201Supernet:
         if self.streams and not self.overlap and not self.cuda_graphs:
             stream = self._stream(seed)
             if stream is not None:
-                weights, offset = dict(self._idle), 0
-                for key in self._draw_order(ops):
-                    shape = self._shapes[key]
-                    n = _numel(shape)
-                    weights[key] = stream[offset : offset + n].view(shape)
-                    offset += n
-                self._weights = weights
+                # The candidate's slots from the stream; the rest (read only by the masked
+                # forward) from the idle store.
+                self._weights = {**self._idle, **self._views(stream, self._draw_order(ops))}
                 self.ops = ops
                 self.arch = arch
                 return
@@ -444,10 +438,7 @@ class NB201Supernet:
 
     def masked_features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
         """The masked supernet pass without a graph (what a graph replays); for tests and timing."""
-        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool)
-        for k, op in enumerate(self.ops):
-            mask[k, OPS.index(op)] = True
-        self._mask.copy_(mask)  # load() copies it only for graphs
+        self._mask.copy_(_write_mask(torch.empty(self._mask.shape, dtype=torch.bool), self.ops))
         with _autocast(x.device, dtype):
             return self._forward(x, self._masked_op)
 
@@ -529,6 +520,14 @@ def _batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tens
 def _same(a: Tensor, b: Tensor) -> bool:
     """Equal values, NaN matching NaN (a cell whose activations overflow scores NaN either way)."""
     return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _write_mask(mask: Tensor, ops: tuple[str, ...]) -> Tensor:
+    """Row ``k`` of ``mask`` becomes the one-hot of edge ``k``'s op (``OPS`` order)."""
+    mask.zero_()
+    for k, op in enumerate(ops):
+        mask[k, OPS.index(op)] = True
+    return mask
 
 
 def _numel(shape: tuple[int, ...]) -> int:

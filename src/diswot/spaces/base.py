@@ -133,6 +133,16 @@ class SearchSpace(abc.ABC):
         """Architectures that have ground truth, as ``rank`` scores them (all, or a seeded sample)."""
         raise DiswotError(f"space '{self.name}' ships no ground truth to rank against")
 
+    @staticmethod
+    def _seeded_sample(archs: list[str], sample: int | None, seed: int) -> list[str]:
+        """``archs`` whole when ``sample`` is ``None`` or covers them, else a seeded ``sample`` of
+        them (at least 2: a rank correlation needs two)."""
+        if sample is None or sample >= len(archs):
+            return archs
+        if sample < 2:
+            raise DiswotError(f"a rank sample needs at least 2 architectures, got {sample}")
+        return random.Random(seed).sample(archs, sample)
+
     def _check_target(self, target: str) -> str:
         """Canonical spelling of ``target`` among :attr:`targets` (case-insensitive)."""
         for t in self.targets:

@@ -102,9 +102,4 @@ class S1Space(SearchSpace):
 
     def rank_archs(self, sample: int | None = None, seed: int = 0) -> list[str]:
         """All 64 students, sorted, or a seeded sample of ``sample`` of them (as the ViT spaces)."""
-        archs = sorted(bench.s1_accuracy("kd"))
-        if sample is None or sample >= len(archs):
-            return archs
-        if sample < 2:
-            raise DiswotError(f"a rank sample needs at least 2 architectures, got {sample}")
-        return sorted(random.Random(seed).sample(archs, sample))
+        return sorted(self._seeded_sample(sorted(bench.s1_accuracy("kd")), sample, seed))

@@ -225,12 +225,7 @@ class _VitSpace(SearchSpace):
 
     def rank_archs(self, sample: int | None = None, seed: int = 0) -> list[str]:
         """The archs with ground truth, in file order, or a seeded sample of ``sample`` of them."""
-        archs = [a for a, _, _ in self._rows()]
-        if sample is None or sample >= len(archs):
-            return archs
-        if sample < 2:
-            raise DiswotError(f"a rank sample needs at least 2 architectures, got {sample}")
-        return random.Random(seed).sample(archs, sample)
+        return self._seeded_sample([a for a, _, _ in self._rows()], sample, seed)
 
 
 def _choice_error(family: str, what: str, value: Any, accepted: tuple[Any, ...]) -> DiswotError:
