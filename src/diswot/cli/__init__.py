@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _choose_threads(args)
         return int(args._run(args) or 0)
     except DiswotError as exc:
         print(f"diswot: error: {exc}", file=sys.stderr)
@@ -73,6 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _choose_threads(args: argparse.Namespace) -> None:
+    """Resolve ``--threads`` once for the command: given, or one per CPU other work leaves free.
+
+    The choice is printed on stderr when it is below torch's default (a busy machine), so a run
+    that would otherwise spin against its neighbours says what it did and how to override it.
+    """
+    if not hasattr(args, "threads"):
+        return
+    from diswot.runtime import choose_threads
+
+    workers = getattr(args, "workers", None) or 1
+    choice = choose_threads(args.threads, workers=workers if isinstance(workers, int) else 1)
+    if not choice.given and choice.threads < choice.usable:
+        print(f"diswot: {choice.text()}", file=sys.stderr)
+    args.threads = choice
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

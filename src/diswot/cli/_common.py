@@ -97,7 +97,10 @@ def add_probe_args(
 def add_threads_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--threads N``, applied with :func:`diswot.runtime.torch_threads`; not a run setting."""
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: one per CPU that other processes leave free)",
     )
 
 
