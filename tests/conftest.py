@@ -1,5 +1,10 @@
 """Shared fixtures.
 
+``REFERENCE_DATA`` is the reference data folder (benchmark tables the shipped data is built from):
+``shared/data`` beside the repository root, found from this file's location so any checkout finds
+its own. A test that reads it carries ``@pytest.mark.reference_data(path, ...)`` and *fails*, naming
+the missing path, when the data is absent: a silently skipped cross-check is a check nobody ran.
+
 ``fake_cifar`` writes tiny CIFAR-10 and CIFAR-100 folders in the real python-pickle layout (same
 file names, same byte-string keys, (N, 3072) channel-major uint8 rows, list labels), so code that
 reads CIFAR can be tested without the 160 MB downloads.
@@ -13,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+#: ``<repository root>/../shared/data``; tests never name an absolute path.
+REFERENCE_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 #: Images per file in the fake folders; labels are ``i % classes`` so every class appears.
 FAKE_CIFAR10_PER_BATCH = 20
@@ -115,3 +123,31 @@ def ray_runtime() -> Iterator[object]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def reference_data(*parts: str | Path) -> Path:
+    """``REFERENCE_DATA / parts``, failing the calling test with the path when it is missing."""
+    path = REFERENCE_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(
+            f"reference data missing: {path} (tests read shared/data beside the repository "
+            f"root, {REFERENCE_DATA}); put the reference data there to run this test",
+            pytrace=False,
+        )
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "reference_data(*paths): the test reads these paths (absolute, or relative to "
+        "shared/data beside the repository root) and fails when one is missing",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    # In the call phase, not setup, so a missing file is reported as this test FAILED.
+    for mark in item.iter_markers("reference_data"):
+        for path in mark.args:
+            reference_data(path)

@@ -5,11 +5,12 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import REFERENCE_DATA
 
 from diswot import bench
 from diswot.errors import DiswotError
 
-SHARED = Path("/work/shared/data")
+SHARED = REFERENCE_DATA
 
 
 def test_s1_tables():
@@ -137,7 +138,7 @@ def test_shipped_data_is_small():
     assert total < 2_000_000
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="reference data folder not present")
+@pytest.mark.reference_data(SHARED)
 def test_shipped_data_rebuilds_identically(tmp_path):
     written = bench.build_package_data(SHARED, tmp_path)
     shipped = Path(str(resources.files("diswot").joinpath("_data")))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REFERENCE_DATA
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,11 +30,10 @@ from diswot.models.nb201 import (
 # One intra-op thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = Path("/work/shared/data")
-ZC_JSON = DATA / "naslib-zc-nb201" / "zc_nasbench201_725archs.json"
-NATS_CSV = DATA / "nb201-test-acc" / "nats_bench.csv"
-needs_zc = pytest.mark.skipif(not ZC_JSON.exists(), reason="NASLib zero-cost data not present")
-needs_nats = pytest.mark.skipif(not NATS_CSV.exists(), reason="nats_bench.csv not present")
+ZC_JSON = REFERENCE_DATA / "naslib-zc-nb201" / "zc_nasbench201_725archs.json"
+NATS_CSV = REFERENCE_DATA / "nb201-test-acc" / "nats_bench.csv"
+needs_zc = pytest.mark.reference_data(ZC_JSON)
+needs_nats = pytest.mark.reference_data(NATS_CSV)
 
 ALL_CONV3 = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"

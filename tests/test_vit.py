@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REFERENCE_DATA
 
 from diswot.errors import DiswotError
 from diswot.features import FeatureExtractor
@@ -41,7 +42,7 @@ from diswot.spaces.vit import (
     build_vit_ground_truth,
 )
 
-SRC = Path("/work/shared/data/autoprox-vit-kd/vit_kd_gt.json")
+SRC = REFERENCE_DATA / "autoprox-vit-kd" / "vit_kd_gt.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "diswot" / "_data" / "vit_kd_gt.json.gz"
 
 AF = get_space("autoformer")
@@ -168,7 +169,7 @@ def test_ground_truth_targets_and_datasets() -> None:
     assert AF.rank_archs(10, seed=3) == AF.rank_archs(10, seed=3) != AF.rank_archs(10, seed=4)
 
 
-@pytest.mark.skipif(not SRC.exists(), reason="reference data not present")
+@pytest.mark.reference_data(SRC)
 def test_shipped_file_rebuilds_byte_identically_and_matches_source(tmp_path: Path) -> None:
     out = build_vit_ground_truth(SRC, tmp_path / "gt.json.gz")
     assert out.read_bytes() == SHIPPED.read_bytes()
