@@ -115,10 +115,10 @@ def test_staged_init_copy_gives_the_same_weights(monkeypatch: pytest.MonkeyPatch
     # On CUDA the Gaussian draws travel in one host-to-device copy; forced here on the CPU.
     import torch
 
-    import diswot.models as models
+    import diswot.models.init as init
 
-    direct = models.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
-    monkeypatch.setattr(models, "_STAGE_ON_CPU", True)
-    staged = models.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
+    direct = init.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
+    monkeypatch.setattr(init, "_stage", lambda w: True)  # what a CUDA float32 weight gets
+    staged = init.init_weights(create_model("resnet20", num_classes=10), "gaussian", 7)
     a, b = direct.state_dict(), staged.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from diswot.errors import DiswotError
-from diswot.models import register_model
+from diswot.models._registry import register_model
 
 __all__ = ["BasicBlock", "CifarResNet", "RESNET_DEPTHS"]
 

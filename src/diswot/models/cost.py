@@ -326,7 +326,7 @@ def profile(
 def _profile_arch_cached(
     name: str, num_classes: int, input_size: tuple[int, ...], convention: str
 ) -> ModelCost:
-    from diswot.models import create_model
+    from diswot.models._create import create_model
 
     model = create_model(name, num_classes=num_classes)
     return profile(model, input_size, convention)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from diswot.errors import DiswotError
-from diswot.models import register_model
+from diswot.models._registry import register_model
 from diswot.models.cifar_resnet import BasicBlock, projection_shortcut
 
 __all__ = [

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diswot.errors import DiswotError
-from diswot.models import register_model
+from diswot.models._registry import register_model
 
 __all__ = [
     "AutoFormer",
