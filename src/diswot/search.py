@@ -216,15 +216,6 @@ class ProxyObjective:
         self.scorer = scorer
         self.proxies = [self.name] + (["ms", "mr"] if self.name == "diswot" else [])
 
-    @property
-    def draws_ahead(self) -> bool:
-        """Whether naming the next candidate in advance (:meth:`hint`) speeds scoring up."""
-        return bool(getattr(self.scorer, "draws_ahead", False))
-
-    def hint(self, arch: str) -> None:
-        """``arch`` is probably the next candidate: the scorer may prepare it meanwhile."""
-        self.scorer.expect_next(arch)
-
     def __call__(self, arch: str) -> Evaluation:
         res = self.scorer.score(arch, self.proxies)
         value = res.values[self.name]
@@ -509,14 +500,6 @@ class _Engine:
         """No new candidate may be claimed: ``cycles`` are scored or on their way."""
         return self._claimed >= self.cycles
 
-    @property
-    def draws_ahead(self) -> bool:
-        """Whether the objective, scored in this process, gains from knowing the next candidate."""
-        return self.in_flight == 1 and bool(getattr(self.pool, "draws_ahead", False))
-
-    def hint(self, arch: str) -> None:
-        self.pool.hint(arch)
-
     def claim(self, arch: str) -> tuple[str, str, Any]:
         """Reserve the next step for ``arch`` and start scoring it; :meth:`finish` collects it.
 
@@ -662,10 +645,6 @@ def _evolution(
             queue.append(eng.claim(child))
         if not queue:
             break
-        if eng.draws_ahead and queue[0][0] == "new" and not eng.claimed_enough:
-            guess = _next_proposal(eng, rng, population, queue[0][1], rule)
-            if guess is not None:
-                eng.hint(guess)
         rec, new = eng.finish(queue.popleft())
         population.append(rec)
         if len(population) > population_size:
@@ -691,35 +670,6 @@ def _proposal(
     if len(members) + in_flight < population_size:
         return eng.sample_admissible(rng)
     return _propose_child(eng, rng, members, sample_size, crossover_prob)
-
-
-def _next_proposal(
-    eng: _Engine,
-    rng: random.Random,
-    population: deque[dict],
-    arch: str,
-    rule: tuple[int, int, float],
-) -> str | None:
-    """The serial loop's next proposal, worked out while ``arch`` is being scored, guessing that
-    ``arch`` wins no tournament (its score is not known yet). Right most of the time: the
-    tournament draws do not depend on scores, and ``arch`` is in a tournament of ``sample_size``
-    out of ``population_size`` only so often. It runs on a copy of the search's random stream and
-    leaves the rejection count as it was, so the search itself is unchanged; a wrong guess only
-    wastes one weight draw. ``None`` where there is nothing useful to guess.
-    """
-    members = [*population, {"arch": arch, "score": None}]  # None ranks last (_key)
-    if len(members) > rule[0]:
-        members.pop(0)  # the oldest leaves, as it will
-    spare = random.Random()
-    spare.setstate(rng.getstate())
-    rejected = eng.rejected
-    try:
-        guess = _proposal(eng, spare, members, 0, *rule)  # nothing in flight once it is in
-    except DiswotError:
-        return None  # the real proposal will raise it
-    finally:
-        eng.rejected = rejected
-    return None if guess is None or guess == arch or guess in eng.scored else guess
 
 
 def _propose_child(
@@ -1202,13 +1152,6 @@ class _Timed:
         t0 = time.perf_counter()
         ev = _as_evaluation(self.objective(arch))
         return ev, time.perf_counter() - t0
-
-    @property
-    def draws_ahead(self) -> bool:
-        return bool(getattr(self.objective, "draws_ahead", False))
-
-    def hint(self, arch: str) -> None:
-        self.objective.hint(arch)  # type: ignore[attr-defined]  # only called when draws_ahead
 
 
 @dataclass
