@@ -7,8 +7,11 @@ mini-batch. Which batch that is matters for reproducibility, so this module make
   data on disk, and is bit-identical across devices because it is drawn on the CPU with a local
   :class:`torch.Generator` (never the global RNG) and only then moved.
 * :func:`load_cifar` - CIFAR-10/100 from the standard *python pickle* release (no torchvision needed).
-* :func:`probe_batch` - one entry point for both: ``source="synthetic"``, ``"cifar10"`` or ``"cifar100"``
-  (a seeded random subset of the training split, normalised with :data:`CIFAR_STATS`).
+* :func:`probe_batch` - one entry point for all: ``source="synthetic"``, ``"cifar10"`` or ``"cifar100"``
+  (a seeded random subset of the training split, normalised with :data:`CIFAR_STATS`), or
+  ``"imagefolder"`` (a seeded class-balanced draw from ``DIR/<class>/<image>`` or
+  ``DIR/train/<class>/<image>``, decoded by :mod:`diswot.imagefolder` at the network's resolution and
+  normalised with ImageNet's statistics).
 
 The CIFAR pickles are read with a restricted unpickler that only resolves the few numpy names those
 files need, so a tampered download cannot run code.
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diswot import imagefolder
 from diswot.errors import DiswotError, flag
 
 #: Per-channel (mean, std) of the CIFAR training sets on the 0-1 scale, as used by NAS-Bench-201 and
@@ -54,7 +58,8 @@ _LAYOUT: dict[str, dict[str, Any]] = {
     },
 }
 
-SOURCES: tuple[str, ...] = ("synthetic", "cifar10", "cifar100")
+#: Accepted probe sources (``--data``); every one but ``synthetic`` reads ``--data-root``.
+SOURCES: tuple[str, ...] = ("synthetic", "cifar10", "cifar100", "imagefolder")
 
 # (folder, dataset, split) -> (file signature, images, labels). The signature (size, mtime) makes a
 # rewritten file reload instead of serving stale arrays.
@@ -186,6 +191,17 @@ def _move(t: Tensor, device: str | torch.device) -> Tensor:
         ) from exc
 
 
+def _normalise(
+    images: np.ndarray, stats: tuple[tuple[float, float, float], tuple[float, float, float]]
+) -> Tensor:
+    """uint8 NHWC images -> float32 NCHW on the 0-1 scale, normalised per channel by ``stats``
+    (mean, std)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32)
+    x = x.div_(255.0)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in stats)
+    return ((x - mean) / std).contiguous()
+
+
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -225,18 +241,30 @@ def check_root_is_read(source: str, data_root: str | Path | None) -> None:
     if data_root is not None and str(source).lower() == "synthetic":
         raise DiswotError(
             "--data-root is read only by a dataset probe; add --data cifar10 or --data cifar100 "
-            "(or drop --data-root for the synthetic batch)"
+            "or --data imagefolder (or drop --data-root for the synthetic batch)"
         )
 
 
 def check_probe_source(source: str, num_classes: int, data_root: str | Path | None = None) -> str:
     """The checks of :func:`probe_batch` that read no images: a known source, a positive class count
-    that matches it and, for CIFAR, a ``data_root`` holding the dataset. Returns the source's key."""
+    that matches it and a ``data_root`` holding the dataset (for an image folder, as many class
+    folders as classes). Returns the source's key."""
     key = str(source).lower().replace("-", "").replace("_", "")
     if key not in SOURCES:
         raise DiswotError(f"unknown probe source '{source}'; accepted: {', '.join(SOURCES)}")
     _check_positive(num_classes=num_classes)
     if key == "synthetic":
+        return key
+    if key == "imagefolder":
+        if data_root is None:
+            raise DiswotError(
+                "probe source imagefolder needs --data-root: the folder holding <class>/<image> "
+                "subfolders (or train/<class>/<image>)"
+            )
+        folder = imagefolder.probe_folder(data_root)
+        imagefolder.check_class_count(
+            folder, len(imagefolder.class_folders(folder)), int(num_classes)
+        )
         return key
     classes = _LAYOUT[key]["classes"]
     if num_classes != classes:
@@ -266,7 +294,10 @@ def probe_batch(
     ``source`` is ``synthetic`` (see :func:`synthetic_batch`) or ``cifar10`` / ``cifar100``: a seeded
     random subset (without replacement) of the training split in ``data_root``, scaled to 0-1 and
     normalised with :data:`CIFAR_STATS`; ``image_size`` other than 32 resizes bilinearly (antialiased
-    when shrinking, e.g. 16 for ImageNet16-sized networks). ``num_classes`` must match the dataset,
+    when shrinking, e.g. 16 for ImageNet16-sized networks). ``imagefolder``: a seeded draw from the
+    class folders of ``data_root`` with the classes spread evenly (see
+    :func:`diswot.imagefolder.balanced_pick`), each image decoded at ``image_size`` and normalised
+    with :data:`~diswot.imagefolder.IMAGENET_STATS`. ``num_classes`` must match the dataset,
     because a student built for another class count would silently score the wrong task.
     """
     key = check_probe_source(source, num_classes, data_root)
@@ -278,6 +309,8 @@ def probe_batch(
         )
     if key == "synthetic":
         return synthetic_batch(batch_size, num_classes, image_size, seed, device)
+    if key == "imagefolder":
+        return _imagefolder_batch(data_root, batch_size, num_classes, seed, image_size, device)
 
     images, labels = load_cifar(data_root, key, "train")
     if batch_size > len(images):
@@ -285,9 +318,7 @@ def probe_batch(
             f"batch_size {batch_size} exceeds the {len(images)} images of the {key} train split"
         )
     idx = np.random.default_rng(int(seed)).choice(len(images), size=batch_size, replace=False)
-    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in CIFAR_STATS[key])
-    x = ((x - mean) / std).contiguous()
+    x = _normalise(images[idx], CIFAR_STATS[key])
     if image_size != 32:
         x = torch.nn.functional.interpolate(
             x,
@@ -297,4 +328,23 @@ def probe_batch(
             antialias=image_size < 32,
         )
     y = torch.from_numpy(labels[idx].copy())
+    return _move(x, device), _move(y, device)
+
+
+def _imagefolder_batch(
+    root: str | Path | None,
+    batch_size: int,
+    num_classes: int,
+    seed: int,
+    image_size: int,
+    device: str | torch.device,
+) -> tuple[Tensor, Tensor]:
+    """A class-balanced probe batch from an image folder, decoded and normalised on the CPU (so
+    the batch is the same on every device) and only then moved."""
+    assert root is not None  # check_probe_source refused a missing root
+    _, files = imagefolder.probe_files(root, num_classes)
+    picked = imagefolder.balanced_pick(files, batch_size, seed)
+    images = imagefolder.load_images([p for p, _ in picked], image_size)
+    x = _normalise(images, imagefolder.IMAGENET_STATS)
+    y = torch.tensor([label for _, label in picked], dtype=torch.int64)
     return _move(x, device), _move(y, device)

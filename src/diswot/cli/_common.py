@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from diswot.data import SOURCES
 from diswot.errors import flag
 from diswot.probe import ENGINES, PRECISIONS
 
@@ -64,11 +65,14 @@ def add_probe_args(
     p.add_argument(
         "--data",
         default=d["data"],
-        choices=("synthetic", "cifar10", "cifar100"),
-        help="probe batch source (default synthetic; cifar* read --data-root)",
+        choices=SOURCES,
+        help="probe batch source (default synthetic; the others read --data-root)",
     )
     p.add_argument(
-        "--data-root", default=d["data_root"], help="folder holding cifar-10-batches-py/ etc."
+        "--data-root",
+        default=d["data_root"],
+        help="folder holding cifar-10-batches-py/ etc., or for imagefolder <class>/<image> "
+        "subfolders (or train/<class>/<image>)",
     )
     p.add_argument(
         "--device",

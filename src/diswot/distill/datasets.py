@@ -24,7 +24,6 @@ Sources (:data:`DATASETS`):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diswot.errors import DiswotError, flag
+from diswot.imagefolder import (
+    IMAGE_EXTENSIONS,
+    IMAGENET_STATS,
+    class_folders,
+    images_by_class,
+    load_images,
+)
 
 __all__ = [
     "DATASETS",
@@ -49,21 +55,6 @@ __all__ = [
 
 #: Accepted ``--dataset`` values.
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagefolder", "synthetic")
-
-#: File suffixes an image folder may hold (lower case); other files are ignored.
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".ppm",
-    ".webp",
-    ".tif",
-    ".tiff",
-)
-
-#: Normalisation for image folders: ImageNet's statistics, which is what ImageNet-style data expects.
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 #: Above this many bytes a split stays in (pinned) host memory and batches are copied over instead.
 _DEVICE_RESIDENT_LIMIT = 4 * 1024**3
@@ -206,29 +197,7 @@ def make_synthetic(
     )
 
 
-# -- image folders --------------------------------------------------------------------------------
-def _load_image(path: Path, size: int) -> np.ndarray:
-    """Decode, resize the shorter side to ``size`` and centre-crop to ``size`` x ``size`` (HWC uint8)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DiswotError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
-
-
-def _class_folders(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
+# -- image folders ---------------------------------------------------------------------------------
 def load_imagefolder(
     root: str | Path, split: str = "train", image_size: int = 32, classes: list[str] | None = None
 ) -> ImageData:
@@ -244,31 +213,22 @@ def load_imagefolder(
             f"image folder {root} has no {split}/ subfolder; expected {root}/train/<class>/<image> "
             f"and {root}/val/<class>/<image>"
         )
-    names = _class_folders(split_dir)
+    names = class_folders(split_dir)
     if classes is None:
         classes = names
-    if not names:
-        raise DiswotError(
-            f"{split_dir} holds no class subfolders; expected {split_dir}/<class>/<image files>"
-        )
     unknown = sorted(set(names) - set(classes))
     if unknown:
         raise DiswotError(
             f"{split_dir} has class folders not present in train/: {', '.join(unknown[:5])}"
         )
     index = {c: i for i, c in enumerate(classes)}
-    files: list[tuple[Path, int]] = []
-    for c in names:
-        for p in sorted((split_dir / c).rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append((p, index[c]))
+    files = [(p, index[c]) for c, paths in images_by_class(split_dir, names).items() for p in paths]
     if not files:
         raise DiswotError(
             f"{split_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class subfolders"
         )
-    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        arrays = list(pool.map(lambda f: _load_image(f[0], image_size), files))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    arrays = load_images([p for p, _ in files], image_size)
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([f[1] for f in files], dtype=torch.int64)
     mean, std = IMAGENET_STATS
     return ImageData(images, labels, len(classes), mean, std, f"imagefolder-{split}", list(classes))
