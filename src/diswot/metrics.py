@@ -41,6 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diswot.losses import gram_distance, unit_gram
+from diswot.losses import unit_rows as _unit_rows
+
 SemanticMode = Literal["auto", "channel", "class"]
 
 
@@ -55,15 +58,6 @@ def classifier_gradient(logits: Tensor, pooled: Tensor, labels: Tensor) -> Tenso
     p = torch.softmax(z, dim=1)
     p[torch.arange(z.shape[0], device=z.device), labels] -= 1.0
     return p.t().mm(h) / z.shape[0]
-
-
-def _unit_rows(g: Tensor) -> Tensor:
-    """Rows divided by their norm; all-zero rows stay zero (as ``F.normalize`` would give), and a
-    row holding NaN or infinity becomes NaN, so a network whose activations overflowed scores NaN
-    (ranked last) instead of a plausible number."""
-    norm = g.norm(dim=1, keepdim=True)
-    out = torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
-    return torch.where(torch.isfinite(norm), out, torch.nan)
 
 
 class Reference:
@@ -134,15 +128,12 @@ def semantic_channel_reference(g_t: Tensor, g_s: Tensor) -> Tensor:
 
 def _unit_gram(x: Tensor) -> Tensor:
     """``X X^T`` of ``x`` flattened per row, in float64, with L2-normalised rows."""
-    x = x.double().flatten(1)
-    return _unit_rows(x.mm(x.t()))
+    return unit_gram(x.double())
 
 
 def _gram_distance(g_t: Tensor, x_s: Tensor) -> Tensor:
     """``||G_t - norm_rows(X_s X_s^T)||^2 / n^2`` in float64, ``G_t`` already a :func:`_unit_gram`."""
-    g_s = _unit_gram(x_s)
-    n = g_t.shape[0]
-    return (g_t - g_s).square().sum() / (n * n)
+    return gram_distance(_unit_gram(x_s), g_t)
 
 
 def semantic_class(g_t: Tensor | Reference, g_s: Tensor) -> Tensor:

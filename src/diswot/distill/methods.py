@@ -41,8 +41,8 @@ from typing import ClassVar, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diswot import losses
 from diswot._registry import Registry
-from diswot.distill import losses
 from diswot.errors import DiswotError
 from diswot.features import Features
 
