@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from scipy import stats
 
 from diswot.cli import main
 from diswot.probe import Scorer
@@ -166,6 +168,12 @@ def test_rank_small_subset_end_to_end(tmp_path, capsys: pytest.CaptureFixture[st
     out = json.loads(capsys.readouterr().out)
     rows = {(c["proxy"], c["target"]): c for c in out["correlations"]}
     assert {("diswot", "kd"), ("params", "kd"), ("flops", "cls")} <= set(rows)
-    assert -1 <= rows[("diswot", "kd")]["kendall"] <= 1
+    # Params order these five as their KD accuracy does (111 < 311 < 131 < 113 < 333); the FLOPs of
+    # 113, 131 and 311 tie, leaving 7 concordant pairs of 10 against CLS: tau-b = 7 / sqrt(7 * 10).
+    assert rows[("params", "kd")]["kendall"] == pytest.approx(1.0)
+    assert rows[("flops", "cls")]["kendall"] == pytest.approx(7 / math.sqrt(70))
+    scores = list(csv.DictReader((tmp_path / "r" / "scores.csv").open()))
+    tau = stats.kendalltau([float(r["diswot"]) for r in scores], [float(r["acc_kd"]) for r in scores])
+    assert rows[("diswot", "kd")]["kendall"] == pytest.approx(tau.statistic)
     for name in ("scores.csv", "correlations.json", "scatter.png", "settings.json"):
         assert (tmp_path / "r" / name).exists()
