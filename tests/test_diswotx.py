@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from diswot.models.cost import profile
-from diswot.probe import Scorer
 from diswot.proxies import get_proxy
 from diswot.proxies.diswotx import (
     NAME,
@@ -24,6 +23,7 @@ from diswot.proxies.diswotx import (
     linear_cka,
     xparts,
 )
+from diswot.scoring import Scorer
 
 
 class Tiny(nn.Module):

@@ -140,7 +140,7 @@ def test_teacher_reference_gives_the_same_numbers() -> None:
 
 def test_scorer_forms_the_teachers_terms_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import diswot.metrics as metrics
-    from diswot.probe import Scorer
+    from diswot.scoring import Scorer
     from diswot.spaces import get_space
 
     grams: list[int] = []

@@ -12,8 +12,8 @@ import torch
 
 from diswot.cli import main
 from diswot.errors import DiswotError
-from diswot.probe import Scorer, check_precision
 from diswot.rank import run_rank
+from diswot.scoring import Scorer, check_precision
 from diswot.search import run_search
 
 pytestmark = pytest.mark.usefixtures("one_thread")

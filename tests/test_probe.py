@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diswot.errors import DiswotError
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 
 NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 

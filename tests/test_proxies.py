@@ -13,7 +13,6 @@ from torch import nn
 
 from diswot.errors import DiswotError
 from diswot.models.cost import profile
-from diswot.probe import Scorer
 from diswot.proxies import (
     PROXIES,
     ensemble_members,
@@ -24,6 +23,7 @@ from diswot.proxies import (
 )
 from diswot.proxies._shared import input_jacobian, loss_gradients
 from diswot.proxies.distill import at_distance, ickd_distance, kd_divergence, rkd_distance
+from diswot.scoring import Scorer
 
 # One intra-op thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")

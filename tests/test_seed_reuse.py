@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-import diswot.probe as probe_mod
+import diswot.scoring.scorer as scorer_mod
 from diswot.models import create_model, reinit_covers
-from diswot.probe import Scorer
 from diswot.rank import run_rank
+from diswot.scoring import Scorer
 from diswot.spaces import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +53,7 @@ def test_reused_networks_give_the_fresh_builds_scores(
     # One construction per architecture, not per seed; NB201 networks are even turned into the
     # next architecture in place, so the whole run builds one.
     assert len(built) == (1 if space == "nb201" else len(archs))
-    monkeypatch.setattr(probe_mod, "reinit_covers", lambda model: False)
+    monkeypatch.setattr(scorer_mod, "reinit_covers", lambda model: False)
     built.clear()
     fresh = run_rank(space, **kw).scores
     assert len(built) == 3 * len(archs)

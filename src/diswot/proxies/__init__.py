@@ -1,11 +1,13 @@
 """Zero-cost proxies: one registry, one signature.
 
-A proxy is a function ``fn(probe: StudentProbe) -> float`` registered with :func:`register_proxy`,
-which records whether higher is better and what the proxy needs (a teacher, labels, gradients). The
-:class:`~diswot.probe.StudentProbe` it receives lazily provides the initialised student, its cached
-forward pass (logits, pre-pool features, closed-form classifier gradient), the teacher cache and the
-probe batch, so proxies that share a forward pass share its cost. Adding a proxy is one decorated
-function in one file of this package (import it from ``_BUILTIN_MODULES`` below).
+A proxy is a function ``fn(probe: StudentProbe) -> float`` registered with
+:func:`~diswot.proxies.registry.register_proxy`, which records whether higher is better and what
+the proxy needs (a teacher, labels, gradients). The :class:`~diswot.scoring.StudentProbe` it
+receives lazily provides the initialised student, its cached forward pass (logits, pre-pool
+features, closed-form classifier gradient), the teacher cache and the probe batch, so proxies that
+share a forward pass share its cost. Adding a proxy is one decorated function in one file of this
+package: import ``register_proxy`` from :mod:`diswot.proxies.registry` (not from this package,
+which imports the file) and name the module in ``_BUILTIN_MODULES`` below.
 
 Scores are reported in the proxy's own orientation; rankings use ``sign`` so that larger is always
 better after ``value * spec.sign``.
@@ -15,83 +17,19 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import numpy as np
 
-from diswot._registry import Registry
 from diswot.errors import DiswotError
-
-if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
-
-ProxyFn = Callable[["StudentProbe"], float]
-
-
-@dataclass(frozen=True)
-class ProxySpec:
-    """A registered proxy and what it needs."""
-
-    name: str
-    fn: ProxyFn
-    higher_is_better: bool = True
-    needs_teacher: bool = False
-    needs_labels: bool = False
-    needs_grad: bool = False
-    #: Built on BatchNorm statistics (zen's BN-variance rescaling): meaningless for a space whose
-    #: networks have no BatchNorm (``SearchSpace.has_batchnorm = False``, the ViTs).
-    needs_batchnorm: bool = False
-    doc: str = ""
-
-    @property
-    def sign(self) -> float:
-        """Multiply a value by this to get 'larger is better'."""
-        return 1.0 if self.higher_is_better else -1.0
-
-
-PROXIES: Registry[ProxySpec] = Registry("proxy")
-
-
-def register_proxy(
-    name: str,
-    *,
-    higher_is_better: bool = True,
-    needs_teacher: bool = False,
-    needs_labels: bool = False,
-    needs_grad: bool = False,
-    needs_batchnorm: bool = False,
-) -> Callable[[ProxyFn], ProxyFn]:
-    """Decorator registering ``fn`` as proxy ``name``; its docstring's first line is the help text."""
-
-    def deco(fn: ProxyFn) -> ProxyFn:
-        doc = (fn.__doc__ or "").strip().splitlines()
-        PROXIES.register(
-            name,
-            ProxySpec(
-                name=name,
-                fn=fn,
-                higher_is_better=higher_is_better,
-                needs_teacher=needs_teacher,
-                needs_labels=needs_labels,
-                needs_grad=needs_grad,
-                needs_batchnorm=needs_batchnorm,
-                doc=doc[0] if doc else "",
-            ),
-        )
-        return fn
-
-    return deco
-
-
-def get_proxy(name: str) -> ProxySpec:
-    """Look up a proxy by name (case-insensitive); unknown names list the known ones."""
-    return PROXIES.get(name)
-
-
-def list_proxies() -> list[str]:
-    return PROXIES.names()
+from diswot.proxies.registry import (
+    PROXIES,
+    ProxyFn,
+    ProxySpec,
+    get_proxy,
+    list_proxies,
+    register_proxy,
+)
 
 
 def resolve_proxies(
@@ -192,6 +130,7 @@ for _m in _BUILTIN_MODULES:
 
 __all__ = [
     "PROXIES",
+    "ProxyFn",
     "ProxySpec",
     "ensemble_members",
     "get_proxy",

@@ -4,9 +4,9 @@ Many zero-cost proxies are different reductions of the same backward pass: ``gra
 ``plain`` and ``fisher`` all need dL/dW of the cross-entropy on the probe batch, ``grasp`` needs that
 gradient too (as the vector of its Hessian-vector product), and ``jacov``/``epe_nas`` both need the
 input Jacobian. Running each pass once per probe and letting every proxy read it is what makes
-``--proxy all`` affordable on a CPU. The results live in the probe object itself
-(``probe.__dict__["_proxy_cache"]``), which the scorer creates fresh for every (architecture, seed),
-so nothing can leak from one candidate to the next.
+``--proxy all`` affordable on a CPU. The results live in the probe object itself (its ``memo``),
+which the scorer creates fresh for every (architecture, seed), so nothing can leak from one
+candidate to the next.
 
 Gradients are taken with :func:`torch.autograd.grad`, never ``.backward()``: nothing is written into
 ``param.grad``, so a model can never carry gradients from one evaluation into another.
@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 T = TypeVar("T")
 
@@ -39,7 +40,7 @@ def cached(probe: StudentProbe, key: str, compute: Callable[[], T], *, shared: b
     ``shared=True`` marks a pass several proxies read: its seconds are recorded in
     :func:`pass_seconds`, so a benchmark can charge it once instead of to whichever proxy ran first.
     """
-    store = probe.__dict__.setdefault("_proxy_cache", {})
+    store = probe.memo
     if key not in store:
         t0 = time.perf_counter()
         store[key] = compute()
@@ -50,7 +51,7 @@ def cached(probe: StudentProbe, key: str, compute: Callable[[], T], *, shared: b
 
 def pass_seconds(probe: StudentProbe) -> dict[str, float]:
     """Seconds spent in each shared pass computed so far on ``probe`` (``{}`` when none)."""
-    return probe.__dict__.setdefault("_pass_seconds", {})
+    return probe.pass_seconds
 
 
 def first_tensor(x: object) -> Tensor:
@@ -161,6 +162,31 @@ def _loss_gradients(probe: StudentProbe) -> LossGradients:
     )
 
 
+_ACTIVATIONS = {F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, F.gelu}
+
+
+class AgreementKernel(TorchFunctionMode):
+    """Accumulates NASWOT's agreement kernel from the inputs of every ReLU/GELU call."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.kernel = torch.zeros(n, n, dtype=torch.float64)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func in _ACTIVATIONS and args and isinstance(args[0], Tensor):
+            x = args[0].detach()
+            if x.dim() >= 2 and x.shape[0] == self.n:
+                b = (x.reshape(self.n, -1) > 0).float()
+                d = b.shape[1]
+                s = b.sum(1, keepdim=True)
+                # agree(i, j) = both active + both inactive = d - s_i - s_j + 2 <b_i, b_j>; float32
+                # is exact here (integer counts < 2^24 per call) and the sum is kept in float64.
+                k = 2.0 * (b @ b.t()) - s - s.t() + d
+                self.kernel += k.double().cpu()
+        return func(*args, **(kwargs or {}))
+
+
 @dataclass
 class InputPass:
     """Results of one train-mode forward with input gradients: the batch Jacobian and NWOT kernel."""
@@ -177,8 +203,6 @@ def input_pass(probe: StudentProbe) -> InputPass:
     """
 
     def compute() -> InputPass:
-        from diswot.proxies.activation import AgreementKernel
-
         model = probe.model
         model.train()
         x = probe.inputs.detach().clone().requires_grad_(True)

@@ -25,41 +25,17 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from diswot.features import FeatureExtractor
 from diswot.models import init_weights
-from diswot.proxies import register_proxy
-from diswot.proxies._shared import finite_or_nan, input_pass
+from diswot.proxies._shared import AgreementKernel, finite_or_nan, input_pass
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
-_ACTIVATIONS = {F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, F.gelu}
-
-
-class AgreementKernel(TorchFunctionMode):
-    """Accumulates NASWOT's agreement kernel from the inputs of every ReLU/GELU call."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-        self.kernel = torch.zeros(n, n, dtype=torch.float64)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        if func in _ACTIVATIONS and args and isinstance(args[0], Tensor):
-            x = args[0].detach()
-            if x.dim() >= 2 and x.shape[0] == self.n:
-                b = (x.reshape(self.n, -1) > 0).float()
-                d = b.shape[1]
-                s = b.sum(1, keepdim=True)
-                # agree(i, j) = both active + both inactive = d - s_i - s_j + 2 <b_i, b_j>; float32
-                # is exact here (integer counts < 2^24 per call) and the sum is kept in float64.
-                k = 2.0 * (b @ b.t()) - s - s.t() + d
-                self.kernel += k.double().cpu()
-        return func(*args, **(kwargs or {}))
+__all__ = ["AgreementKernel", "nwot", "zen"]  # the kernel lives in _shared; named here too
 
 
 @register_proxy("nwot")
@@ -76,7 +52,6 @@ def _zen_features(fx: FeatureExtractor, x: Tensor) -> Tensor:
 @register_proxy("zen", needs_batchnorm=True)
 def zen(probe: StudentProbe) -> float:
     """Zen-NAS score: log feature sensitivity to input noise plus BN-variance rescaling."""
-    scorer = probe.scorer
     seed = probe.seed * 1000 + 3
     model = probe.fresh_model()
     init_weights(model, "gaussian", seed)
@@ -86,10 +61,7 @@ def zen(probe: StudentProbe) -> float:
     x = torch.randn(shape, generator=gen).to(probe.device)
     eps = torch.randn(shape, generator=gen).to(probe.device)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    with (
-        torch.no_grad(),
-        FeatureExtractor(model, scorer.student_classifier, scorer.student_feature) as fx,
-    ):
+    with torch.no_grad(), probe.feature_extractor(model) as fx:
         fx(x[:2])  # locate the feature map on two samples, then forget what BN saw
         for m in bns:
             m.reset_running_stats()

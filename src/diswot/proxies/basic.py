@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from diswot.proxies import register_proxy
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 
 @register_proxy("diswot", needs_teacher=True, needs_labels=True)

@@ -7,8 +7,8 @@ network separates the inputs at all (expressivity; dead or disconnected cells ge
 whether its representation resembles the teacher's.
 
 Everything comes from **one** train-mode, no-grad forward of the student on the probe batch, the
-same forward DisWOT already pays for (:func:`xparts` runs it and hands its features to the probe, so
-``diswot``/``ms``/``mr`` asked in the same call reuse it):
+same forward DisWOT already pays for (:func:`xparts` runs it through the probe's
+``forward_with``, so ``diswot``/``ms``/``mr`` asked in the same call reuse it):
 
 * ``log_params``: natural log of the parameter count (closed form, no forward).
 * ``expr``: NASWOT's agreement kernel ``K`` of the binarised ReLU inputs, summed over all ReLUs,
@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from diswot.proxies import register_proxy
-from diswot.proxies._shared import cached
+from diswot.proxies._shared import AgreementKernel, cached
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 #: The registered name of the combined score.
 NAME = "diswot-x"
@@ -110,24 +110,11 @@ def _teacher_gram(probe: StudentProbe) -> Tensor:
 
 
 def _compute(probe: StudentProbe) -> XParts:
-    from diswot.proxies.activation import AgreementKernel
-
     n = int(probe.inputs.shape[0])
-    if "features" in probe.__dict__:
-        # Someone already ran the plain forward; the kernel needs the activations, so run again.
-        model = probe.model
-        model.train()
-        mode = AgreementKernel(n)
-        with torch.no_grad(), mode:
-            probe.extractor(probe.inputs)
-    else:
-        # The one forward: record the kernel while computing the features DisWOT will reuse.
-        model = probe.model
-        model.train()
-        mode = AgreementKernel(n)
-        with torch.no_grad(), mode:
-            feats = probe.extractor(probe.inputs)
-        probe.__dict__["features"] = feats
+    # The kernel needs the activations: recorded on the shared forward when it has not run yet
+    # (DisWOT then reuses its features), on a forward of its own otherwise.
+    mode = AgreementKernel(n)
+    probe.forward_with(mode)
     nwot, expr = kernel_expressivity(mode.kernel)
     cost = probe.cost
     cka = linear_cka(_teacher_gram(probe), centred_gram(probe.features.feature_map))

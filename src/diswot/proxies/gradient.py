@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from diswot.proxies import register_proxy
 from diswot.proxies._shared import (
     _RequireGrad,
     cached,
@@ -35,9 +34,10 @@ from diswot.proxies._shared import (
     first_tensor,
     loss_gradients,
 )
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 
 @register_proxy("grad_norm", needs_labels=True, needs_grad=True)

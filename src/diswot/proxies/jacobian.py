@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diswot.proxies import register_proxy
 from diswot.proxies._shared import finite_or_nan, input_jacobian
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 _K = 1e-5
 

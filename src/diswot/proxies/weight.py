@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from diswot.proxies import register_proxy
 from diswot.proxies._shared import finite_or_nan, first_tensor, prunable_layers
+from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
-    from diswot.probe import StudentProbe
+    from diswot.scoring import StudentProbe
 
 
 @register_proxy("synflow", needs_grad=True)
