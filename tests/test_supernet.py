@@ -1,9 +1,8 @@
 """``--engine supernet``: NB201 cells scored from one preallocated weight store, no construction.
 
 The engine is only worth having if it changes nothing: its features must equal a built network's
-bit for bit, for both of its forwards (the host-selected one and the masked one a CUDA graph
-replays), in both memory formats and under bf16, and every scoring path must give the modules
-engine's scores.
+bit for bit, in both memory formats, under bf16, with streamed and per-candidate weights, and every
+scoring path must give the modules engine's scores.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from diswot.features import FeatureExtractor
 from diswot.models import init_weights
 from diswot.models.nb201 import OPS, NB201Network, format_arch
 from diswot.models.nb201_supernet import NB201Supernet
-from diswot.probe import Scorer, check_engine
 from diswot.rank import run_rank
+from diswot.scoring import Scorer, check_engine
 from diswot.search import run_search
 from diswot.spaces import get_space
 
@@ -47,7 +46,7 @@ def _built_features(arch: str, seed: int, x: torch.Tensor, channels_last: bool, 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_both_forwards_equal_a_built_network_bit_for_bit(channels_last: bool, dtype) -> None:
+def test_features_equal_a_built_network_bit_for_bit(channels_last: bool, dtype) -> None:
     sn = NB201Supernet(10, channels_last=channels_last)
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     if channels_last:
@@ -56,9 +55,9 @@ def test_both_forwards_equal_a_built_network_bit_for_bit(channels_last: bool, dt
         want = _built_features(arch, 100 + i, x, channels_last, dtype)
         sn.load(arch, 100 + i)
         with torch.no_grad():
-            for got in (sn.features(x, dtype), sn.masked_features(x, dtype)):
-                for a, b in zip(got, want):
-                    assert a.dtype == b.dtype and torch.equal(a, b), arch
+            got = sn.features(x, dtype)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b), arch
 
 
 def test_load_draws_a_fresh_builds_weights_in_its_order() -> None:
@@ -75,14 +74,13 @@ def test_load_draws_a_fresh_builds_weights_in_its_order() -> None:
 def test_weight_streams_are_the_per_candidate_draws() -> None:
     # The default off channels-last (CUDA's layout): weights are windows of one draw per seed.
     streamed, drawn = NB201Supernet(100), NB201Supernet(100, streams=False)
-    assert streamed.streams and not drawn.streams and not streamed.overlap
+    assert streamed.streams and not drawn.streams
     rng = random.Random(1)
     archs = _archs() + [format_arch([rng.choice(OPS) for _ in range(6)]) for _ in range(40)]
     for i, arch in enumerate(archs):
         seed = i % 3  # seeds taking turns, as rank --seeds 3 asks for them
         streamed.load(arch, seed)
         drawn.load(arch, seed)
-        assert streamed._weights.keys() == drawn._weights.keys()
         for key in streamed._draw_order(streamed.ops):
             assert torch.equal(streamed._weights[key], drawn._weights[key]), (arch, key)
     assert sorted(streamed._streams) == [0, 1, 2]  # one draw per seed, kept
@@ -119,7 +117,7 @@ def test_streamed_scorer_gives_the_modules_engines_scores() -> None:
     kw = dict(num_classes=10, batch_size=8, channels_last=False, seeds=(0, 1))
     streamed = Scorer.for_space(nb201, "resnet20", **kw)
     built = Scorer.for_space(nb201, "resnet20", engine="modules", **kw)
-    assert streamed.engine == "supernet" and not streamed.draws_ahead
+    assert streamed.engine == "supernet"
     for arch in _archs()[:6]:
         for seed in (0, 1):
             want = built.evaluate(arch, ["diswot", "ms", "mr"], seed)
@@ -134,8 +132,6 @@ def test_features_before_load_and_bad_arch_are_one_line_errors() -> None:
         sn.features(torch.zeros(2, 3, 16, 16))
     with pytest.raises(DiswotError, match="unknown op"):
         sn.load("|conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|", 0)
-    with pytest.raises(DiswotError, match="CUDA graphs need a CUDA device"):
-        NB201Supernet(10, cuda_graphs=True)
 
 
 def test_engine_choice_and_refusals() -> None:
@@ -190,95 +186,20 @@ def test_rank_and_search_scores_equal_the_modules_engine(monkeypatch: pytest.Mon
     assert key == [(c["arch"], c["score"]) for c in b.candidates] and len(key) == 12
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_replays_equal_the_plain_forward() -> None:
-    sn = NB201Supernet(10, device="cuda", cuda_graphs=True)
-    assert sn.cuda_graphs
-    x = torch.randn(8, 3, 16, 16, device="cuda")
-    for i, arch in enumerate(_archs()):
-        sn.load(arch, i)
-        with torch.no_grad():
-            got = sn.features(x)
-            want = sn._eager(x, None)
-        assert all(torch.equal(a, b) for a, b in zip(got, want)), arch
-    assert sn.cuda_graphs  # the built-in replay checks did not switch graphs off
-
-
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_prefetched_draws_give_the_same_features(channels_last: bool) -> None:
-    # The overlap path (CUDA's default) forced on the CPU: draws on a background thread into the
-    # spare store, including a wrong hint, which must change nothing.
-    archs = _archs()
+def test_per_candidate_draws_give_the_same_features(channels_last: bool) -> None:
+    # The path without streams (channels-last weights, or a PyTorch whose draws do not split):
+    # drawn slot by slot into the host store, one store reused from cell to cell.
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    plain = NB201Supernet(10, channels_last=channels_last)
-    fast = NB201Supernet(10, channels_last=channels_last, overlap=True)
-    assert not plain.overlap and fast.overlap
-    fast.prefetch(archs[0], 0)
-    for i, arch in enumerate(archs):
-        plain.load(arch, i)
-        fast.load(arch, i)
-        if i + 1 < len(archs):  # every third hint names the wrong seed
-            fast.prefetch(archs[i + 1], i + 1 + (i % 3 == 0))
+    drawn = NB201Supernet(10, channels_last=channels_last, streams=False)
+    for i, arch in enumerate(_archs()):
+        drawn.load(arch, i)
         with torch.no_grad():
-            want, got = plain.features(x), fast.features(x)
+            got = drawn.features(x)
+        want = _built_features(arch, i, x, channels_last, None)
         assert all(torch.equal(a, b) for a, b in zip(want, got)), arch
-    assert fast._pool is not None and plain._pool is None
-
-
-def _force_draw_ahead(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Turn the supernet's draw thread on (CUDA's default) for every NB201 supernet built from
-    now on; the list returned records, per ``load``, whether that very (cell, seed) was already
-    being drawn."""
-    nb201 = get_space("nb201")
-    real = type(nb201).supernet
-
-    def overlapping(self, num_classes, device, channels_last):
-        sn = real(self, num_classes, device, channels_last)
-        sn.overlap = True
-        return sn
-
-    drawn_ahead: list[bool] = []
-    real_load = NB201Supernet.load
-
-    def load(self, arch, seed):
-        drawn_ahead.append(self._pending is not None and self._pending[:2] == (arch, seed))
-        return real_load(self, arch, seed)
-
-    monkeypatch.setattr(type(nb201), "supernet", overlapping)
-    monkeypatch.setattr(NB201Supernet, "load", load)
-    return drawn_ahead
-
-
-def test_expected_order_is_only_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    scorer = Scorer(None, num_classes=10)
-    scorer.expect([("a", 0), ("a", 1), ("b", 0), ("c", 0)])
-    assert scorer._upcoming("a", 0) == ("a", 1)
-    assert scorer._upcoming("b", 0) == ("c", 0)  # ("a", 1) was skipped
-    assert scorer._upcoming("z", 0) is None  # not in the list: no hint, list kept
-    assert scorer._upcoming("c", 0) is None  # the last one
-    # rank with the overlap forced on (CUDA's default) gives the modules engine's scores.
-    used = _force_draw_ahead(monkeypatch)
-    kw = dict(teacher="resnet20", proxies=["diswot", "ms", "mr"], seeds=2, batch_size=8,
-              archs=_archs()[:5], progress=False)  # fmt: skip
-    assert run_rank("nb201", **kw).scores == run_rank("nb201", engine="modules", **kw).scores
-    assert used == [False] + [True] * 9  # every evaluation after the first was prefetched
-
-
-def test_search_guesses_its_next_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
-    # With the draw thread forced on (CUDA's default), a serial search names its likely next
-    # proposal while the current one is scored; the search must not change, and the guesses
-    # should mostly be right (a candidate is in the next tournament only so often).
-    skw = dict(teacher="resnet20", cycles=40, population=8, sample_size=3, batch_size=4, seed=2,
-               max_flops=60e6)  # fmt: skip
-    plain = run_search("nb201", engine="modules", **skw)
-    hits = _force_draw_ahead(monkeypatch)
-    guessed = run_search("nb201", **skw)
-    key = [(c["arch"], c["score"]) for c in plain.candidates]
-    assert key == [(c["arch"], c["score"]) for c in guessed.candidates] and len(key) == 40
-    assert plain.rejected == guessed.rejected and plain.winner == guessed.winner
-    assert len(hits) == 40 and sum(hits) >= 25, hits
 
 
 def test_run_folders_record_the_engine_in_use(tmp_path) -> None:
@@ -316,7 +237,7 @@ def test_a_failing_supernet_on_cuda_falls_back_to_built_networks(
     ref = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4,
                            engine="modules").evaluate(cell, ["diswot"], 0)  # fmt: skip
     scorer = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4)
-    assert scorer.engine == "supernet" and not scorer._supernet_fallback  # CPU: errors surface
+    assert scorer.engine == "supernet" and not scorer.supernet_fallback  # CPU: errors surface
 
     def broken(self, arch, seed):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
@@ -324,13 +245,13 @@ def test_a_failing_supernet_on_cuda_falls_back_to_built_networks(
     monkeypatch.setattr(NB201Supernet, "load", broken)
     with pytest.raises(RuntimeError, match="capturing"):
         scorer.probe(cell, 0).features  # noqa: B018
-    scorer._supernet_fallback = True  # what a CUDA scorer has
+    scorer.supernet_fallback = True  # what a CUDA scorer has
     assert scorer.evaluate(cell, ["diswot"], 0) == ref
     assert scorer.engine == "modules"
     assert "supernet failed on cpu (RuntimeError: CUDA error" in capsys.readouterr().err
     # A user error is never swallowed by the fallback.
     scorer = Scorer.for_space(get_space("nb201"), "resnet20", num_classes=10, batch_size=4)
-    scorer._supernet_fallback = True
+    scorer.supernet_fallback = True
 
     def refused(self, arch, seed):
         raise DiswotError("unknown op 'conv_5x5'")

@@ -1,8 +1,8 @@
 """NB201 students scored without building them: one preallocated weight store for every op.
 
 On a GPU an NB201 candidate's time goes to Python, not arithmetic: constructing its 154-424
-``nn.Module`` objects (19 of 30 ms per candidate on an H200) and launching the kernels of its
-forward pass. Every NB201 network shares one skeleton, so :class:`NB201Supernet` holds, once, the
+``nn.Module`` objects and launching the kernels of its forward pass (``docs/scale.md`` has the
+measurements). Every NB201 network shares one skeleton, so :class:`NB201Supernet` holds, once, the
 weights of *every* op on every edge of every cell, plus the fixed stem, reduction blocks and
 classifier. Scoring a candidate then means:
 
@@ -11,16 +11,8 @@ classifier. Scoring a candidate then means:
    modules, so they are the same numbers. By default they are not drawn per candidate at all but
    sliced out of the seed's *weight stream* (below): views, no random numbers, no copy;
 2. running its forward pass functionally on those slots, only the candidate's ops, no
-   ``nn.Module`` involved (5.1 ms per candidate on an H100, 6.6 on an H200, against 16.7-24.0 with
-   built networks: ``benchmarks/engine.py``, ``docs/scale.md``).
-
-Opt-in on CUDA (``cuda_graphs=True``), the forward of step 2 is a **masked supernet** instead:
-every op of every edge is computed and the candidate's op is selected per edge with
-``torch.where`` on a device-resident 0/1 mask. That pass has the same kernels for every candidate,
-so it is captured once per probe batch as a CUDA graph and replayed. ``torch.where`` copies the
-selected op's output exactly, and unused ops never enter a sum, so the features equal the
-candidate network's bit for bit (``tests/test_supernet.py`` checks both forwards against built
-networks). It is not the default because running every op took 8.4 ms per candidate on both cards.
+   ``nn.Module`` involved (``tests/test_supernet.py`` checks the features against built networks,
+   bit for bit).
 
 **Weight streams.** PyTorch's CPU ``normal_`` fills a float tensor of ``n >= 16`` elements, ``n`` a
 multiple of 16, from the next ``n`` numbers of the generator, turned into normals 16 at a time; so
@@ -28,11 +20,10 @@ consecutive draws of such sizes are, number for number, one draw of their total 
 of the standard skeleton has such a size, and a candidate's weights are consecutive draws from one
 reseeded generator, so they are consecutive windows of one long draw per seed: drawn once (about
 1.5 M numbers), kept on the device, and sliced by offset for every candidate. That removes the
-per-candidate draw (2.6 of 9.6 ms per candidate in a profiled 1,000-candidate search on an H200,
-``benchmarks/results/run3-h200-search-profile.txt``) and the host-to-device copy. PyTorch does not
-promise this property, so the first stream is checked against per-slot draws, and a mismatch turns
-streams off (the draws then run per candidate as before); shapes that break the rule (a stem width
-not a multiple of 16) never use them.
+per-candidate draw and the host-to-device copy. PyTorch does not promise this property, so the
+first stream is checked against per-slot draws, and a mismatch turns streams off (the draws then
+run per candidate into a host store, copied to the device); shapes that break the rule (a stem
+width not a multiple of 16) and channels-last weights (which need copies) never use them.
 
 Only what the Gaussian init and the functional forward reproduce is covered: NB201's standard
 skeleton (C=16, N=5 as the benchmark), the paper's N(0, 1) init (BatchNorm scales 1, shifts 0,
@@ -44,9 +35,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +43,9 @@ from torch import Tensor
 
 from diswot.errors import DiswotError
 from diswot.features import Features
-from diswot.models.nb201 import EDGES, OPS, parse_arch
+from diswot.models.nb201 import EDGES, parse_arch
 
 __all__ = ["NB201Supernet"]
-
-#: An edge's output: (cell index, edge, its input, the cell's ReLU cache by source node, source).
-_Edge = Callable[[int, int, Tensor, dict[int, Tensor], int], Tensor]
 
 _KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 # nn.BatchNorm2d's defaults, which every BatchNorm of NB201Network uses.
@@ -67,26 +53,6 @@ _BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 #: Weight streams kept (one per init seed, about 6 MB each with C=16): ``rank --seeds`` cycles
 #: through its seeds per cell, so fewer than it uses would redraw one for every evaluation.
 _STREAMS_KEPT = 8
-
-
-@dataclass
-class _HostBuffer:
-    """One host store of every weight slot, and the op mask, with the event of its last copy."""
-
-    flat: Tensor
-    slots: dict[tuple, Tensor]
-    mask: Tensor
-    copied: torch.cuda.Event | None
-
-
-@dataclass
-class _Captured:
-    """One CUDA graph of the masked forward for one probe batch (kept alive with its input)."""
-
-    graph: torch.cuda.CUDAGraph
-    inputs: Tensor
-    outputs: Features
-    checks_left: int = 2
 
 
 class NB201Supernet:
@@ -99,16 +65,8 @@ class NB201Supernet:
         device: where weights and forward live.
         channels_last: hold conv weights in the channels-last format (as the Scorer holds built
             networks on the CPU), so the convolutions see the layouts a built network has.
-        cuda_graphs: capture the masked forward (every op, the candidate's picked by a mask) as a
-            CUDA graph. Off by default: on an H200 the plain selected-op forward was faster
-            (5.4 against 8.4 ms per candidate, ``benchmarks/engine.py``), since the graph must
-            run all five ops of every edge.
-        overlap: let :meth:`prefetch` draw the next candidate's weights on a background thread
-            while the device scores the current one (``None``: on CUDA where weight streams are
-            off). With overlap on, weights are drawn per candidate, not streamed.
         streams: slice weights out of one draw per seed instead of drawing them per candidate
-            (module docstring). ``None``: wherever the shapes allow it and neither CUDA graphs
-            (which need fixed weight addresses) nor channels-last (which needs copies) is on.
+            (module docstring). ``None``: wherever the shapes allow it and channels-last is off.
     """
 
     def __init__(
@@ -119,16 +77,11 @@ class NB201Supernet:
         N: int = 5,
         device: str | torch.device = "cpu",
         channels_last: bool = False,
-        cuda_graphs: bool = False,
-        overlap: bool | None = None,
         streams: bool | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.device = torch.device(device)
         self.channels_last = channels_last
-        self.cuda_graphs = cuda_graphs
-        if self.cuda_graphs and self.device.type != "cuda":
-            raise DiswotError("CUDA graphs need a CUDA device; pass cuda_graphs=False")
 
         # The skeleton, in NB201Network's module order: ("cell", index, width) or
         # ("reduction", index, width_in, width_out).
@@ -151,30 +104,15 @@ class NB201Supernet:
             c_prev = c
         shapes[("classifier",)] = (num_classes, c_prev)
         self._final_width = c_prev
-
-        # Host stores: every slot a contiguous view of one flat buffer, so the draws go straight
-        # into place and a CUDA device store is refreshed by one copy. Pinned for async copies.
-        # Two of them, so the next candidate's weights can be drawn (prefetch) while the current
-        # ones are still being copied or read.
-        self._total = sum(_numel(s) for s in shapes.values())
         self._shapes = shapes
-        self._buffers = [self._host_buffer(), self._host_buffer()]
-        self._current = 0
-
-        # Device store. On a CPU without channels-last it *is* the current host store.
-        self._shared_store = self.device.type == "cpu" and not channels_last
-        self._weights: dict[tuple, Tensor] = self._buffers[0].slots
-        if not self._shared_store:
-            self._dev_flat = torch.zeros(self._total, dtype=torch.float32, device=self.device)
-            self._weights = self._views(self._dev_flat, shapes)
-            if channels_last:
-                # Channels-last tensors of their own: a flat copy would scramble their layout,
-                # so these slots are copied one by one (CPU path; CUDA is contiguous).
-                for key, shape in shapes.items():
-                    if len(shape) == 4:
-                        self._weights[key] = torch.zeros(shape, device=self.device).contiguous(
-                            memory_format=torch.channels_last
-                        )
+        self._total = sum(_numel(s) for s in shapes.values())
+        #: The current candidate's weights by slot (only its own slots are read).
+        self._weights: dict[tuple, Tensor] = {}
+        # Where per-candidate draws go (when streams are off), made on first use (_stores).
+        self._host_flat: Tensor | None = None
+        self._host: dict[tuple, Tensor] | None = None
+        self._device_store: dict[tuple, Tensor] | None = None
+        self._device_flat: Tensor | None = None
 
         # BatchNorm constants per width (scale 1, shift 0) and running statistics, which train-mode
         # BatchNorm updates but never reads; the classifier's bias is 0 as after init_weights.
@@ -190,11 +128,6 @@ class NB201Supernet:
             for c in widths
         }
         self._bias = torch.zeros(num_classes, device=dev)
-
-        # Op selection of the masked forward: row k is the one-hot op of edge k (OPS order).
-        self._mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, device=dev)
-        self._select = [[self._mask[k, j] for j in range(len(OPS))] for k in range(len(EDGES))]
-        self._graphs: dict[tuple, _Captured] = {}
         self._gen = torch.Generator(device="cpu")
 
         # Weight streams: possible when every slot's size keeps the draws aligned (module
@@ -205,42 +138,18 @@ class NB201Supernet:
                 "weight streams need every weight's size to be a multiple of 16 "
                 "(a stem width C that is one); pass streams=False"
             )
-        if streams and (cuda_graphs or channels_last):
+        if streams and channels_last:
             raise DiswotError(
-                "weight streams cannot feed CUDA graphs or channels-last weights; "
-                "pass streams=False"
+                "weight streams cannot feed channels-last weights; pass streams=False"
             )
         #: Whether weights are sliced out of a per-seed stream (see the module docstring).
-        self.streams = (
-            aligned and not cuda_graphs and not channels_last if streams is None else streams
-        )
+        self.streams = aligned and not channels_last if streams is None else streams
         self._longest = self._draw_order(("nor_conv_3x3",) * len(EDGES))
         self._stream_len = sum(_numel(shapes[key]) for key in self._longest)
         self._streams: OrderedDict[int, Tensor] = OrderedDict()
         self._stream_checked = False
-        #: Every slot's tensor when nothing is streamed: what the masked forward reads for the
-        #: slots a streamed candidate does not use.
-        self._idle = self._weights
-
-        #: Draw the next candidate's weights on a background thread (``prefetch``); ``None``: on
-        #: CUDA without weight streams, where the host is otherwise idle while the device scores.
-        self._auto_overlap = overlap is None
-        self.overlap = (
-            self.device.type == "cuda" and not self.streams if overlap is None else overlap
-        )
-        self._pool: ThreadPoolExecutor | None = None
-        self._bg_gen = torch.Generator(device="cpu")  # the thread's own: generators are not shared
-        self._pending: tuple[str, int, int, Future] | None = None
         self.arch: str | None = None
         self.ops: tuple[str, ...] = ()
-
-    def _host_buffer(self) -> _HostBuffer:
-        pin = self.device.type == "cuda"
-        # Zeros, so the slots no candidate has drawn yet hold finite numbers too.
-        flat = torch.zeros(self._total, dtype=torch.float32, pin_memory=pin)
-        mask = torch.zeros(len(EDGES), len(OPS), dtype=torch.bool, pin_memory=pin)
-        event = torch.cuda.Event() if pin else None
-        return _HostBuffer(flat, self._views(flat, self._shapes), mask, event)
 
     def _views(self, flat: Tensor, keys: Iterable[tuple]) -> dict[tuple, Tensor]:
         """Consecutive windows of ``flat`` shaped as the slots ``keys``, in that order."""
@@ -264,19 +173,6 @@ class NB201Supernet:
         order.append(("classifier",))
         return order
 
-    def _draw(
-        self, buf: _HostBuffer, ops: tuple[str, ...], seed: int, gen: torch.Generator
-    ) -> list[tuple]:
-        """Draw a candidate's weights and op mask into ``buf``; the slots drawn, in order."""
-        if buf.copied is not None:
-            buf.copied.synchronize()  # its last copy to the device has left it
-        order = self._draw_order(ops)
-        gen.manual_seed(seed)
-        for key in order:
-            buf.slots[key].normal_(generator=gen)
-        _write_mask(buf.mask, ops)
-        return order
-
     def _stream(self, seed: int) -> Tensor | None:
         """``seed``'s weight stream on the device (drawn on first use); ``None`` if streams turned
         out not to hold on this PyTorch, which then also turns them off."""
@@ -295,8 +191,6 @@ class NB201Supernet:
                     file=sys.stderr,
                 )
                 self.streams = False
-                if self._auto_overlap:  # then the draws are per candidate: overlap them
-                    self.overlap = self.device.type == "cuda"
                 return None
         stream = host.to(self.device) if self.device.type != "cpu" else host
         self._streams[seed] = stream
@@ -310,26 +204,44 @@ class NB201Supernet:
         drawn = [torch.empty(self._shapes[key]).normal_(generator=gen) for key in self._longest]
         return torch.equal(torch.cat([t.flatten() for t in drawn]), stream)
 
-    def prefetch(self, arch: str, seed: int) -> None:
-        """Start drawing ``arch``'s weights under ``seed`` into the spare host store, on a
-        background thread, so that a following ``load(arch, seed)`` only swaps stores.
+    def _drawn(self, order: list[tuple], seed: int) -> dict[tuple, Tensor]:
+        """The slots ``order`` drawn under ``seed`` slot by slot, then put on the device."""
+        if self._host_flat is None:
+            self._host_flat, self._host, self._device_store = self._stores()
+        assert self._host is not None
+        self._gen.manual_seed(seed)
+        for key in order:
+            self._host[key].normal_(generator=self._gen)
+        if self._device_store is None:  # the CPU without channels-last: the host store is it
+            return self._host
+        if self._device_flat is not None:
+            self._device_flat.copy_(self._host_flat)  # one copy for every slot
+        else:
+            for key in order:
+                self._device_store[key].copy_(self._host[key])
+        return self._device_store
 
-        A hint only: a ``load`` of anything else draws as usual. The thread has its own generator,
-        seeded the same way, so the weights are the same numbers. No-op unless :attr:`overlap`.
-        """
-        if not self.overlap:
-            return
-        if self._pending is not None:
-            if self._pending[:2] == (arch, seed):
-                return
-            self._pending[3].result()  # at most one draw in flight: the spare store is one
-            self._pending = None
-        ops = parse_arch(arch)
-        spare = 1 - self._current
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="diswot-supernet-draws")
-        job = self._pool.submit(self._draw, self._buffers[spare], ops, seed, self._bg_gen)
-        self._pending = (arch, seed, spare, job)
+    def _stores(self) -> tuple[Tensor, dict[tuple, Tensor], dict[tuple, Tensor] | None]:
+        """The host store of per-candidate draws (every slot a view of one flat buffer, so the
+        draws go straight into place) and the device store they are copied to (``None`` when the
+        host store serves: the CPU without channels-last)."""
+        flat = torch.zeros(self._total, dtype=torch.float32)
+        host = self._views(flat, self._shapes)
+        if self.channels_last:
+            # Channels-last tensors of their own: a flat copy would scramble their layout.
+            store = {
+                key: torch.zeros(shape, device=self.device).contiguous(
+                    memory_format=torch.channels_last
+                    if len(shape) == 4
+                    else torch.contiguous_format
+                )
+                for key, shape in self._shapes.items()
+            }
+            return flat, host, store
+        if self.device.type == "cpu":
+            return flat, host, None
+        self._device_flat = torch.zeros(self._total, device=self.device)
+        return flat, host, self._views(self._device_flat, self._shapes)
 
     def load(self, arch: str, seed: int) -> None:
         """Make ``arch`` under init seed ``seed`` the current candidate.
@@ -338,36 +250,12 @@ class NB201Supernet:
         built ``NB201Network(arch)`` under ``seed``: same generator, same order, same shapes.
         """
         ops = parse_arch(arch)
-        if self.streams and not self.overlap and not self.cuda_graphs:
-            stream = self._stream(seed)
-            if stream is not None:
-                # The candidate's slots from the stream; the rest (read only by the masked
-                # forward) from the idle store.
-                self._weights = {**self._idle, **self._views(stream, self._draw_order(ops))}
-                self.ops = ops
-                self.arch = arch
-                return
-        pending, self._pending = self._pending, None
-        # A pending draw is finished (and its errors raised) before its store is used.
-        order = pending[3].result() if pending is not None else None
-        if pending is not None and pending[:2] == (arch, seed):
-            self._current = pending[2]
+        order = self._draw_order(ops)
+        stream = self._stream(seed) if self.streams else None
+        if stream is not None:
+            self._weights = self._views(stream, order)
         else:
-            order = self._draw(self._buffers[self._current], ops, seed, self._gen)
-        buf = self._buffers[self._current]
-        with self._on_device():  # copies and event on this device's stream (cuda:1 too)
-            self._weights = self._idle
-            if self._shared_store:
-                self._weights = buf.slots
-            elif self.channels_last:
-                for key in order:  # type: ignore[union-attr]  # drawn just above or prefetched
-                    self._weights[key].copy_(buf.slots[key], non_blocking=True)
-            else:
-                self._dev_flat.copy_(buf.flat, non_blocking=True)
-            if self.cuda_graphs:
-                self._mask.copy_(buf.mask, non_blocking=True)
-            if buf.copied is not None:
-                buf.copied.record()
+            self._weights = self._drawn(order, seed)
         self.ops = ops
         self.arch = arch
 
@@ -376,71 +264,11 @@ class NB201Supernet:
         """Logits, pre-pool feature map and pooled features of the loaded candidate on ``x``.
 
         ``dtype`` runs the pass under autocast (bf16), as the Scorer does for built students.
-        On CUDA with graphs the returned tensors are copies, so a later replay cannot change them.
         """
         if self.arch is None:
             raise DiswotError("load(arch, seed) a candidate before asking for its features")
-        if not self.cuda_graphs:
-            return self._eager(x, dtype)
-        with self._on_device():
-            return self._replayed(x, dtype)
-
-    def _on_device(self) -> contextlib.AbstractContextManager:
-        """Make this supernet's GPU the current one (streams, events and graphs use it)."""
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        return torch.cuda.device(self.device)
-
-    def _replayed(self, x: Tensor, dtype: torch.dtype | None) -> Features:
-        key = (x.data_ptr(), tuple(x.shape), x.dtype, dtype)
-        captured = self._graphs.get(key)
-        if captured is None:
-            try:
-                captured = self._graphs[key] = self._capture(x, dtype)
-            except RuntimeError as e:  # a PyTorch/driver without capture support for some op
-                return self._stop_graphs(
-                    f"capturing it failed ({str(e).splitlines()[0]})", x, dtype
-                )
-        captured.graph.replay()
-        out = Features(*(t.clone() for t in captured.outputs))
-        if captured.checks_left:
-            # The first replays of each graph are checked against the plain pass, bit for bit: a
-            # graph that replays wrongly is dropped, never trusted.
-            captured.checks_left -= 1
-            ref = self._eager(x, dtype)
-            if not all(_same(a, b) for a, b in zip(out, ref)):
-                return self._stop_graphs("a replay differed from the plain forward", x, dtype)
-        return out
-
-    def _eager(self, x: Tensor, dtype: torch.dtype | None) -> Features:
         with _autocast(x.device, dtype):
-            return self._forward(x, self._select_op)
-
-    def _stop_graphs(self, why: str, x: Tensor, dtype: torch.dtype | None) -> Features:
-        """Score without graphs from now on (the plain pass: the same numbers, more launches)."""
-        print(f"diswot: note: CUDA graph of the NB201 supernet off: {why}", file=sys.stderr)
-        self.cuda_graphs = False
-        self._graphs.clear()
-        return self._eager(x, dtype)
-
-    def _capture(self, x: Tensor, dtype: torch.dtype | None) -> _Captured:
-        # Warm up on a side stream (cuDNN picks and loads its kernels), then capture. The autocast
-        # cache must be off inside a graph: cached casts would be stale on replay.
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side), _autocast(x.device, dtype):
-            self._forward(x, self._masked_op)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), _autocast(x.device, dtype):
-            outputs = self._forward(x, self._masked_op)
-        return _Captured(graph, x, outputs)
-
-    def masked_features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
-        """The masked supernet pass without a graph (what a graph replays); for tests and timing."""
-        self._mask.copy_(_write_mask(torch.empty(self._mask.shape, dtype=torch.bool), self.ops))
-        with _autocast(x.device, dtype):
-            return self._forward(x, self._masked_op)
+            return self._forward(x)
 
     def _conv_bn(self, x: Tensor, key: tuple, stride: int = 1) -> Tensor:
         w = self._weights[key]
@@ -448,10 +276,9 @@ class NB201Supernet:
         weight, bias, mean, var = self._bn[w.shape[0]]
         return _batch_norm(y, weight, bias, mean, var)
 
-    def _select_op(
-        self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int
-    ) -> Tensor:
-        """Edge ``k``'s output, running only the candidate's op (host-side choice)."""
+    def _edge(self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int) -> Tensor:
+        """Edge ``k``'s output in cell ``index`` for its input ``x`` from node ``src``, running only
+        the candidate's op; ``relu`` caches the cell's ReLU of each source node."""
         op = self.ops[k]
         if op == "none":
             return x.mul(0.0)
@@ -463,22 +290,8 @@ class NB201Supernet:
             relu[src] = torch.relu(x)
         return self._conv_bn(relu[src], (index, k, op))
 
-    def _masked_op(
-        self, index: int, k: int, x: Tensor, relu: dict[int, Tensor], src: int
-    ) -> Tensor:
-        """Edge ``k``'s output, running every op and selecting on the device mask."""
-        if src not in relu:
-            relu[src] = torch.relu(x)
-        sel = self._select[k]
-        out = x.mul(0.0)
-        out = torch.where(sel[1], x, out)
-        out = torch.where(sel[2], self._conv_bn(relu[src], (index, k, "nor_conv_1x1")), out)
-        out = torch.where(sel[3], self._conv_bn(relu[src], (index, k, "nor_conv_3x3")), out)
-        return torch.where(sel[4], F.avg_pool2d(x, 3, 1, 1, False, False), out)
-
-    def _forward(self, x: Tensor, edge: _Edge) -> Features:
-        """NB201Network.forward, functionally, with the same ops in the same order; ``edge`` is
-        :meth:`_select_op` or :meth:`_masked_op`."""
+    def _forward(self, x: Tensor) -> Features:
+        """NB201Network.forward, functionally, with the same ops in the same order."""
         x = self._conv_bn(x, ("stem",))
         for item in self._plan:
             if item[0] == "reduction":
@@ -497,7 +310,7 @@ class NB201Supernet:
                 total = None
                 for k, (dst, src) in enumerate(EDGES):
                     if dst == node:
-                        y = edge(index, k, nodes[src], relu, src)
+                        y = self._edge(index, k, nodes[src], relu, src)
                         total = y if total is None else total + y
                 nodes.append(total)
             x = nodes[3]
@@ -517,19 +330,6 @@ def _batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tens
     )
 
 
-def _same(a: Tensor, b: Tensor) -> bool:
-    """Equal values, NaN matching NaN (a cell whose activations overflow scores NaN either way)."""
-    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
-
-
-def _write_mask(mask: Tensor, ops: tuple[str, ...]) -> Tensor:
-    """Row ``k`` of ``mask`` becomes the one-hot of edge ``k``'s op (``OPS`` order)."""
-    mask.zero_()
-    for k, op in enumerate(ops):
-        mask[k, OPS.index(op)] = True
-    return mask
-
-
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:
@@ -538,6 +338,8 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device`` (a no-op for ``None``), without a cast cache: every
+    candidate brings other weights."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
