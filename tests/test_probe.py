@@ -24,7 +24,10 @@ def test_score_components_and_cost(scorer: Scorer) -> None:
     assert 0 < res.values["ms"] < 4 and 0 <= res.values["mr"] <= 4 / 8
     assert res.info["semantic_form"] == "channel"
     assert res.params > 0 and res.flops > 0
-    assert len(res.per_seed) == 2 and res.std["diswot"] >= 0
+    assert len(res.per_seed) == 2
+    a, b = (seed["diswot"] for seed in res.per_seed)
+    assert a != b and res.values["diswot"] == pytest.approx((a + b) / 2)
+    assert res.std["diswot"] == pytest.approx(abs(a - b) / 2)  # population std of two seeds
 
 
 def test_deterministic_and_teacher_cached(scorer: Scorer) -> None:
