@@ -13,14 +13,16 @@ import argparse
 from typing import Any
 
 from diswot.cli._common import PROBE_DEFAULTS, add_probe_args, options_text, print_json
+from diswot.config import ProbeConfig
 from diswot.data import check_root_is_read
 from diswot.distill.trainer import resolve_student
 from diswot.errors import DiswotError
 from diswot.models import is_model_name
 from diswot.models.nb201 import is_arch_string
-from diswot.probe import Scorer, stored_setting
 from diswot.proxies import PROXIES, resolve_proxies
+from diswot.runfolder import stored_setting
 from diswot.runtime import torch_threads
+from diswot.scoring import Scorer
 from diswot.spaces import get_space
 
 #: Option dest -> the search setting (``settings.json``) it defaults to for a ``result.json``
@@ -221,29 +223,29 @@ def _run(args: argparse.Namespace) -> int:
     opts, origin = resolve_options(args, st)
     if origin["data_root"] == "given":
         check_root_is_read(str(opts["data"]), opts["data_root"])
-    common: dict[str, Any] = {
-        "num_classes": int(opts["num_classes"]),
-        "batch_size": int(opts["batch_size"]),
-        "seeds": _seeds(opts["seeds"]),
-        "init": opts["init"],
-        "data": opts["data"],
-        "data_root": opts["data_root"],
-        "image_size": int(opts["image_size"]),
-        "device": opts["device"],
-        "precision": opts["precision"],
-        "engine": opts["engine"],
-    }
+    probe = ProbeConfig(
+        num_classes=int(opts["num_classes"]),
+        batch_size=int(opts["batch_size"]),
+        seeds=tuple(_seeds(opts["seeds"])),
+        init=opts["init"],
+        data=opts["data"],
+        data_root=opts["data_root"],
+        image_size=int(opts["image_size"]),
+        device=opts["device"],
+        precision=opts["precision"],
+        engine=opts["engine"],
+    )
     space = get_space(st.builder_space) if st.builder_space is not None else None
     if space is not None:
         # Built, hooked and costed as its search did (a ViT: class-form semantic term, the
         # teacher at its own resolution, the final patch tokens as the relation feature).
-        scorer = Scorer.for_space(space, opts["teacher"], **common)
+        scorer = Scorer(opts["teacher"], probe, space=space)
         convention = space.flop_convention
-        conv_text = space.cost_convention(common["num_classes"], common["image_size"])
+        conv_text = space.cost_convention(probe.num_classes, probe.image_size)
     else:
         # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
         supernet = get_space("nb201").supernet if is_arch_string(student) else None
-        scorer = Scorer(opts["teacher"], supernet=supernet, **common)
+        scorer = Scorer(opts["teacher"], probe, supernet=supernet)
         convention = "nb201" if is_arch_string(student) else "macs"
         conv_text = (
             "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
@@ -265,11 +267,11 @@ def _run(args: argparse.Namespace) -> int:
                 "std": res.std,
                 "proxies": {k: v for k, v in res.values.items() if k not in ("ms", "mr")},
                 # What it was scored under and where that came from (see --help).
-                "batch_size": common["batch_size"],
-                "init": common["init"],
-                "data": common["data"],
-                "num_classes": common["num_classes"],
-                "image_size": common["image_size"],
+                "batch_size": probe.batch_size,
+                "init": probe.init,
+                "data": probe.data,
+                "num_classes": probe.num_classes,
+                "image_size": probe.image_size,
                 "space": st.space,
                 "settings_from": None if st.source is None else str(st.source),
                 "settings_origin": {k: origin[k] for k in FROM_SEARCH},
@@ -289,8 +291,8 @@ def _run(args: argparse.Namespace) -> int:
     n_seeds = len(scorer.seeds)
     sd = f" ± {res.std['diswot']:.6f} (std over {n_seeds} seeds)" if n_seeds > 1 else ""
     print(
-        f"student {student}  teacher {opts['teacher']}  batch {common['batch_size']}  init "
-        f"{common['init']}"
+        f"student {student}  teacher {opts['teacher']}  batch {probe.batch_size}  init "
+        f"{probe.init}"
         + (f"  precision {opts['precision']}" if opts["precision"] != "fp32" else "")
     )
     for line in _provenance(st, opts, origin):
