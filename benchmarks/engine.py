@@ -4,15 +4,11 @@
 the next cell in place, as ``rank`` and ``search`` do); ``--engine supernet`` (the NB201 default)
 slices the same weights out of one draw per seed (its weight stream) and runs the candidate's ops
 functionally; ``supernet_drawn`` is the supernet drawing each candidate's weights into its store
-instead (the default before weight streams, on CUDA with its draw thread). This
-times ``Scorer.evaluate(cell, ["diswot"], seed 0)``, the call
-``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class count, batch
-64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each engine (taking
-turns cell by cell), and on CUDA also for the drawing supernet without the overlap (the next
-candidate's weights drawn on a CPU thread while the GPU scores) and with its opt-in CUDA graph
-(every op run under a mask, one replay per candidate); then ``load`` alone, streamed and drawn
-(the supernet's CPU side). It reports how many scores equal the modules
-engine's exactly (they should all).
+instead (its path where streams are off). This times ``Scorer.evaluate(cell, ["diswot"], seed 0)``,
+the call ``rank`` and ``search`` make per candidate (teacher ResNet-56 cached, CIFAR-100 class
+count, batch 64): median and p90 over ``--sample`` seeded cells after one warm-up cell, for each
+engine (taking turns cell by cell); then ``load`` alone, streamed and drawn (the supernet's CPU
+side). It reports how many scores equal the modules engine's exactly (they should all).
 
     python benchmarks/engine.py --sample 100 --threads 1                 # CPU
     python benchmarks/engine.py --sample 100 --threads 1 --contiguous    # CPU, CUDA's layout
@@ -32,7 +28,7 @@ import torch
 from _common import emit, machine, ms_stats, nb201_scorer, sync
 
 from diswot.models.nb201 import all_archs
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 
 
 def _scorer(
@@ -45,9 +41,8 @@ def _scorer(
 ) -> Scorer:
     scorer = nb201_scorer(device, batch_size, engine=engine, channels_last=channels_last)
     scorer.teacher(0)
-    scorer.expect((a, 0) for a in cells)  # as rank does: the supernet may draw ahead
     supernet = scorer.supernet_for(cells[0])
-    for name, value in options.items():  # streams / overlap off, cuda_graphs on: to compare
+    for name, value in options.items():  # streams off: to compare
         setattr(supernet, name, value)
     return scorer
 
@@ -55,22 +50,18 @@ def _scorer(
 def measure(
     cells: list[str], device: str, batch_size: int, channels_last: bool | None = None
 ) -> dict:
-    """Every engine on ``cells``, the supernet with and without weight streams; on CUDA also the
-    drawing supernet without its draw thread (overlap), and with its opt-in CUDA graph.
+    """Every engine on ``cells``, the supernet with and without weight streams.
 
     The engines take turns cell by cell, so a machine that slows down or speeds up during the run
     (a shared host) weighs on all of them alike. The first cell is a warm-up for each (cuDNN
-    heuristics, graph capture, the allocator). ``channels_last``: the Scorer's layout (``None``:
+    heuristics, the allocator). ``channels_last``: the Scorer's layout (``None``:
     its default, channels-last on the CPU only; weight streams need the contiguous one).
     """
     runs: dict[str, tuple[str, dict[str, bool]]] = {
         "modules": ("modules", {}),
         "supernet": ("supernet", {}),
-        "supernet_drawn": ("supernet", {"streams": False, "overlap": device.startswith("cuda")}),
+        "supernet_drawn": ("supernet", {"streams": False}),
     }
-    if device.startswith("cuda"):  # what the draw thread buys, and what the graph would
-        runs["supernet_no_overlap"] = ("supernet", {"streams": False, "overlap": False})
-        runs["supernet_graphs"] = ("supernet", {"streams": False, "cuda_graphs": True})
     scorers = {
         name: _scorer(e, device, batch_size, o, cells, channels_last)
         for name, (e, o) in runs.items()
@@ -92,7 +83,7 @@ def measure(
             values[name][a] == ref[a] for a in cells
         )}  # fmt: skip
     # The CPU side of a supernet candidate alone: slicing its weights out of the stream, or
-    # drawing them (on CUDA, and queuing the copy).
+    # drawing them (on CUDA, and copying them over).
     for name in ("supernet", "supernet_drawn"):
         supernet = scorers[name].supernet_for(cells[0])
         assert supernet is not None

@@ -16,9 +16,8 @@ others still run. Stages:
    agree on exactly.
 2. ``engine``: ``benchmarks/engine.py``: the same cells scored per candidate by each engine as
    ``rank``/``search`` call it (``modules``; ``supernet``, the NB201 default, slicing weights out
-   of per-seed streams; ``supernet_drawn``, drawing them per candidate on its draw thread; and that
-   without the thread, and with the CUDA graph), median and p90, and
-   how many scores equal the modules engine's exactly. Every later stage runs ``rank`` or
+   of per-seed streams; ``supernet_drawn``, drawing them per candidate), median and p90, and how
+   many scores equal the modules engine's exactly. Every later stage runs ``rank`` or
    ``search`` with the default engine (the supernet on NB201).
 3. ``search``: ``diswot search --device cuda`` for ``--search-cycles`` (1,000) candidates, serial
    (aging evolution, population 36, tournament 8, no budget): the <= 15 s target. It writes its
@@ -65,8 +64,8 @@ from _common import TARGET, TEACHER, machine, ms_stats, nb201_scorer, rel_diff, 
 
 from diswot import bench, rankstats
 from diswot.models.nb201 import all_archs
-from diswot.probe import proxy_value
 from diswot.rank import RankResult, run_rank
+from diswot.scoring import proxy_value
 from diswot.search import CANDIDATES, load_candidates, run_search
 
 
@@ -141,7 +140,7 @@ def precision_stage(args: argparse.Namespace, cells: list[str]) -> dict:
 
 
 def engine_stage(args: argparse.Namespace, cells: list[str]) -> dict:
-    """Modules against the supernet (with and without its CUDA graph), per candidate."""
+    """Modules against the supernet (streamed and drawn weights), per candidate."""
     import engine  # benchmarks/engine.py, beside this script
 
     return engine.measure(cells, args.device, args.batch_size)

@@ -27,6 +27,7 @@ The last line is one JSON object (also written to ``--out`` when given).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -39,8 +40,8 @@ from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook
 
 from diswot import bench, rankstats
-from diswot.probe import Scorer
 from diswot.proxies import get_proxy
+from diswot.scoring import Scorer
 
 PROXIES = ("diswot", "ms", "mr")
 
@@ -96,7 +97,7 @@ def _scorer(
 ) -> Scorer:
     scorer = nb201_scorer(device, batch_size, init=init, channels_last=channels_last)
     # Past the constructor's check: fp16 is refused by diswot, and measured here.
-    scorer.precision = precision
+    scorer.config = dataclasses.replace(scorer.config, precision=precision)
     scorer.teacher(0)  # before any watch: only the students' passes are checked
     return scorer
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diswot.features import FeatureExtractor
 from diswot.metrics import classifier_gradient, diswot_score
 from diswot.models import create_model, init_weights
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 
 S1 = ["111", "333", "535", "777"]
 NB201 = [

@@ -37,7 +37,7 @@ from diswot import bench
 from diswot.features import FeatureExtractor, Features
 from diswot.metrics import classifier_gradient, diswot_score
 from diswot.models import init_weights
-from diswot.probe import Scorer, strict_fp32
+from diswot.scoring import Scorer, strict_fp32
 
 
 class _Probe(nn.Module):
