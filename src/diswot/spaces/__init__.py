@@ -1,20 +1,23 @@
 """Search spaces: one registry, one protocol (:class:`~diswot.spaces.base.SearchSpace`).
 
 A space is a class registered with :func:`register_space`; :func:`get_space` instantiates it (the
-instance without keyword arguments is shared, so its cost cache is too). Adding a space is one file in
-this package that registers a subclass, plus its module name in ``_BUILTIN_MODULES`` below. Import
-errors propagate: a broken space file should be loud, not silently missing from ``--space``.
+instance without keyword arguments is shared, so its cost cache is too). Adding a space to the package
+is one file in this package that registers a subclass, plus its module name in ``_BUILTIN_MODULES``
+below. A user's own space needs no file here: ``get_space("path/to/file.py:NAME")`` (or
+``package.module:NAME``, and ``--space`` likewise) imports it, see ``docs/custom_space.md``. Import
+errors of a built-in space propagate: a broken space file should be loud, not silently missing from
+``--space``.
+
+The registry lives in :mod:`diswot.spaces.registry` and the protocol in :mod:`diswot.spaces.base`,
+which the space modules import, so none of them imports this package back.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any, TypeVar
 
-from diswot._registry import Registry
-from diswot.errors import DiswotError
 from diswot.spaces.base import DatasetSpec, SearchSpace
+from diswot.spaces.registry import SPACES, get_space, list_spaces, register_space
 
 __all__ = [
     "SPACES",
@@ -24,53 +27,6 @@ __all__ = [
     "list_spaces",
     "register_space",
 ]
-
-S = TypeVar("S", bound=type[SearchSpace])
-
-#: name -> :class:`SearchSpace` subclass.
-SPACES: Registry[type[SearchSpace]] = Registry("space")
-
-_SHARED: dict[str, SearchSpace] = {}
-
-
-def register_space(name: str) -> Callable[[S], S]:
-    """Class decorator registering a :class:`SearchSpace` subclass under ``name``."""
-
-    def deco(cls: S) -> S:
-        if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
-            raise DiswotError(f"space '{name}' must be a SearchSpace subclass")
-        if cls.name and cls.name != name:
-            raise DiswotError(
-                f"space class {cls.__name__} says name={cls.name!r}, registered {name!r}"
-            )
-        cls.name = name
-        SPACES.register(name, cls)
-        return cls
-
-    return deco
-
-
-def get_space(name: str | SearchSpace, **kw: Any) -> SearchSpace:
-    """The space ``name`` (case-insensitive); unknown names list the known ones.
-
-    A :class:`SearchSpace` instance is returned as is, so APIs accept either.
-    """
-    if isinstance(name, SearchSpace):
-        return name
-    if not isinstance(name, str):
-        raise DiswotError(f"space must be a name; known: {', '.join(SPACES.names())}")
-    cls = SPACES.get(name)
-    if kw:
-        return cls(**kw)
-    key = name.lower()
-    if key not in _SHARED:
-        _SHARED[key] = cls()
-    return _SHARED[key]
-
-
-def list_spaces() -> list[str]:
-    return SPACES.names()
-
 
 _BUILTIN_MODULES: tuple[str, ...] = (
     "diswot.spaces.s1",

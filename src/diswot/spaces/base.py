@@ -24,7 +24,7 @@ from torch import nn
 from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost, profile
 
-__all__ = ["DatasetSpec", "SearchSpace"]
+__all__ = ["INTERFACE", "DatasetSpec", "SearchSpace", "missing_methods"]
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,22 @@ class SearchSpace(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+#: The methods the search, rank, score and training commands call on a space.
+INTERFACE: tuple[str, ...] = tuple(
+    name
+    for name, value in vars(SearchSpace).items()
+    if callable(value) and not name.startswith("_")
+)
+
+
+def missing_methods(obj: object) -> list[str]:
+    """The :data:`INTERFACE` methods ``obj`` (a class or an instance) does not implement: for a
+    :class:`SearchSpace` subclass its abstract ones, for anything else the ones it lacks. Empty for
+    a usable space; a user's ``--space FILE:NAME`` error lists them."""
+    if isinstance(obj, type) and issubclass(obj, SearchSpace):
+        return sorted(getattr(obj, "__abstractmethods__", ()))
+    if isinstance(obj, SearchSpace):
+        return []
+    return [name for name in INTERFACE if not callable(getattr(obj, name, None))]

@@ -19,8 +19,8 @@ from diswot.models.cost import ModelCost, profile
 from diswot.models.nb201 import OPS as NB201_OPS
 from diswot.models.nb201 import NB201Network, all_archs, format_arch, parse_arch
 from diswot.models.nb201_supernet import NB201Supernet
-from diswot.spaces import register_space
 from diswot.spaces.base import DatasetSpec, SearchSpace
+from diswot.spaces.registry import register_space
 
 _DATASETS = {
     "cifar10": DatasetSpec(10, 32),

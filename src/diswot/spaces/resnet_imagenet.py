@@ -43,8 +43,8 @@ from diswot.models.imagenet_resnet import (
     format_arch,
     parse_arch,
 )
-from diswot.spaces import register_space
 from diswot.spaces.base import DatasetSpec, SearchSpace
+from diswot.spaces.registry import register_space
 
 __all__ = [
     "MAX_LAYERS",

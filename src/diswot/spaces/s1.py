@@ -17,8 +17,8 @@ from diswot import bench
 from diswot.errors import DiswotError
 from diswot.models import create_model
 from diswot.models.cost import ModelCost, profile_arch
-from diswot.spaces import register_space
 from diswot.spaces.base import DatasetSpec, SearchSpace
+from diswot.spaces.registry import register_space
 
 #: Blocks per stage a student may have.
 DEPTHS: tuple[int, ...] = (1, 3, 5, 7)

@@ -48,8 +48,8 @@ from diswot.models.vit import (
     vit_macs,
     vit_params,
 )
-from diswot.spaces import register_space
 from diswot.spaces.base import DatasetSpec, SearchSpace
+from diswot.spaces.registry import register_space
 
 __all__ = [
     "AF_DEPTHS",
