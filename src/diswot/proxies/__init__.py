@@ -100,7 +100,8 @@ def rank_average(columns: dict[str, Sequence[float]]) -> list[float]:
     architecture votes it last); the ensemble value is the mean rank, larger = better. Ranks make
     members with wildly different scales (parameter counts, log-determinants) count equally.
     """
-    # Imported here: scipy.stats costs every command and every worker 0.6 s at start-up.
+    # Imported here: scipy.stats is slow to import, and only ensembles need it, not every command
+    # and worker.
     from scipy.stats import rankdata
 
     if not columns:
@@ -124,6 +125,11 @@ _BUILTIN_MODULES = (
     "diswot.proxies.weight",
     "diswot.proxies.distill",
     "diswot.proxies.diswotx",
+    "diswot.proxies.aznas",
+    "diswot.proxies.vkdnw",
+    "diswot.proxies.meco",
+    "diswot.proxies.swap",
+    "diswot.proxies.zico",
 )
 for _m in _BUILTIN_MODULES:
     importlib.import_module(_m)
