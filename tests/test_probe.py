@@ -221,3 +221,35 @@ def test_cpu_scoring_runs_channels_last_with_the_same_scores() -> None:
     assert second.model is first.model  # recycled
     convs = [m for m in second.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+def test_built_from_a_config_with_overrides_and_a_space() -> None:
+    from diswot.config import ProbeConfig
+    from diswot.spaces import get_space
+
+    cfg = ProbeConfig(num_classes=10, batch_size=4, seeds=(0, 1))
+    a = Scorer("resnet8", cfg)
+    b = Scorer("resnet8", num_classes=10, batch_size=4, seeds=(0, 1))
+    assert a.config == b.config and a.score("111").values == b.score("111").values
+    c = Scorer("resnet8", cfg, batch_size=8, seeds=3)  # overrides win; a seed count is a range
+    assert (c.batch_size, c.seeds, c.num_classes) == (8, (0, 1, 2), 10)
+    with pytest.raises(DiswotError, match="unknown setting --batch for ProbeConfig; accepted: "):
+        Scorer("resnet8", cfg, batch=8)
+    # A space wires in its builder, cost and the settings it asks for; a setting given still wins.
+    pit = get_space("pit")
+    sc = Scorer(None, ProbeConfig(num_classes=10), space=pit)
+    assert sc.builder == pit.build and sc.semantic == pit.semantic
+    assert (sc.config.student_classifier, sc.config.student_feature) == pit.feature_hooks
+    assert Scorer(None, space=pit, semantic="channel").semantic == "channel"
+    assert Scorer.for_space(pit, None).config == Scorer(None, space=pit).config
+
+
+def test_a_recording_pass_becomes_the_shared_forward() -> None:
+    import contextlib
+
+    sc = Scorer("resnet8", num_classes=10, batch_size=4)
+    probe = sc.probe("111", 0)
+    assert not probe.has_features
+    f = probe.forward_with(contextlib.nullcontext())
+    assert probe.has_features and probe.features is f  # adopted, not run again
+    assert probe.diswot["score"] == sc.probe("111", 0).diswot["score"]  # the plain pass's value
