@@ -35,103 +35,17 @@ both). It has no learned parameters, so the student alone carries the gain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diswot import losses
-from diswot._registry import Registry
+from diswot.distill.base import DISTILLERS, Distiller, FeatureInfo, StepOutputs
 from diswot.errors import DiswotError
-from diswot.features import Features
 
 __all__ = ["DISTILLERS", "Distiller", "FeatureInfo", "StepOutputs", "Vanilla", "build_distiller"]
-
-#: Method name -> :class:`Distiller` subclass. A new method is one decorated class.
-DISTILLERS: Registry[type[Distiller]] = Registry("distillation method")
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """Shapes a distiller is built for: pre-pool channels, spatial size and class count."""
-
-    channels: int
-    height: int
-    width: int
-    num_classes: int
-
-    @classmethod
-    def of(cls, feats: Features) -> FeatureInfo:
-        fm = feats.feature_map
-        if fm.dim() != 4:
-            raise DiswotError(
-                f"pre-pool feature map must be (N, C, H, W) for distillation, got {tuple(fm.shape)}"
-            )
-        return cls(int(fm.shape[1]), int(fm.shape[2]), int(fm.shape[3]), int(feats.logits.shape[1]))
-
-
-class StepOutputs(NamedTuple):
-    """Everything a distiller may look at for one batch."""
-
-    student: Features
-    teacher: Features | None
-    target: Tensor
-    student_head: Tensor  # classifier weight (K, C_s)
-    teacher_head: Tensor | None  # classifier weight (K, C_t)
-    epoch: int  # 1-based epoch being trained
-
-
-class Distiller(nn.Module):
-    """Base class: holds the weights and computes ``(loss, parts)`` from :class:`StepOutputs`.
-
-    Subclasses set ``defaults`` (every tunable weight, which is also the set of accepted override keys)
-    and implement :meth:`compute`. ``parts`` maps term names to *unweighted* detached values for logs.
-    """
-
-    name: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, float]] = {}
-    needs_teacher: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        teacher: FeatureInfo | None,
-        student: FeatureInfo,
-        weights: dict[str, float] | None = None,
-        epochs: int = 240,
-    ) -> None:
-        super().__init__()
-        weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(self.defaults))
-        if unknown:
-            raise DiswotError(
-                f"method {self.name} has no weight {', '.join(unknown)}; "
-                f"accepted: {', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        self.w: dict[str, float] = {**self.defaults, **{k: float(v) for k, v in weights.items()}}
-        self.t_info = teacher
-        self.s_info = student
-        self.epochs = int(epochs)
-        if (
-            self.needs_teacher
-            and teacher is not None
-            and teacher.num_classes != student.num_classes
-        ):
-            raise DiswotError(
-                f"teacher predicts {teacher.num_classes} classes but the student {student.num_classes}"
-            )
-
-    def compute(self, out: StepOutputs) -> dict[str, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def forward(self, out: StepOutputs) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted sum of the terms ``compute`` returns (settings such as ``T`` are never terms)."""
-        parts = self.compute(out)
-        loss = sum(self.w[k] * v for k, v in parts.items())
-        return loss, {k: v.detach() for k, v in parts.items()}  # type: ignore[return-value]
-
-    def settings(self) -> dict[str, float]:
-        return dict(self.w)
 
 
 def _ce(out: StepOutputs) -> Tensor:
@@ -204,18 +118,21 @@ class DisWOTPlus(_KDBase):
 
 
 class _FeatureBase(Distiller):
-    """CE plus one feature term; subclasses name the term in ``term``."""
+    """CE plus one feature term, named ``term``: ``loss(project(f_s), f_t)``."""
 
     term: ClassVar[str] = ""
+    loss: ClassVar[Callable[[Tensor, Tensor], Tensor]]
 
-    def feature_term(self, f_s: Tensor, f_t: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def project(self, f_s: Tensor, f_t: Tensor) -> Tensor:
+        """The student's map as the loss compares it; methods with a learned projection apply it."""
+        return f_s
 
     def compute(self, out: StepOutputs) -> dict[str, Tensor]:
         assert out.teacher is not None
+        f_t = out.teacher.feature_map
         return {
             "ce": _ce(out),
-            self.term: self.feature_term(out.student.feature_map, out.teacher.feature_map),
+            self.term: self.loss(self.project(out.student.feature_map, f_t), f_t),
         }
 
 
@@ -225,6 +142,7 @@ class FitNet(_FeatureBase):
 
     name = "fitnet"
     term = "hint"
+    loss = staticmethod(losses.fitnet_loss)
     defaults = {"ce": 1.0, "hint": 100.0}
 
     def __init__(self, teacher, student, weights=None, epochs=240) -> None:  # type: ignore[no-untyped-def]
@@ -236,10 +154,10 @@ class FitNet(_FeatureBase):
             nn.BatchNorm2d(teacher.channels),
         )
 
-    def feature_term(self, f_s: Tensor, f_t: Tensor) -> Tensor:
+    def project(self, f_s: Tensor, f_t: Tensor) -> Tensor:
         if f_s.shape[-2:] != f_t.shape[-2:]:
             f_s = F.adaptive_avg_pool2d(f_s, f_t.shape[-2:])
-        return losses.fitnet_loss(self.regressor(f_s), f_t)
+        return self.regressor(f_s)
 
 
 @DISTILLERS.register("at")
@@ -248,10 +166,8 @@ class AT(_FeatureBase):
 
     name = "at"
     term = "at"
+    loss = staticmethod(losses.at_loss)
     defaults = {"ce": 1.0, "at": 1000.0}
-
-    def feature_term(self, f_s: Tensor, f_t: Tensor) -> Tensor:
-        return losses.at_loss(f_s, f_t)
 
 
 @DISTILLERS.register("sp")
@@ -260,10 +176,8 @@ class SP(_FeatureBase):
 
     name = "sp"
     term = "sp"
+    loss = staticmethod(losses.sp_loss)
     defaults = {"ce": 1.0, "sp": 3000.0}
-
-    def feature_term(self, f_s: Tensor, f_t: Tensor) -> Tensor:
-        return losses.sp_loss(f_s, f_t)
 
 
 @DISTILLERS.register("ickd")
@@ -272,6 +186,7 @@ class ICKD(_FeatureBase):
 
     name = "ickd"
     term = "ickd"
+    loss = staticmethod(losses.ickd_loss)
     defaults = {"ce": 1.0, "ickd": 2.5}
 
     def __init__(self, teacher, student, weights=None, epochs=240) -> None:  # type: ignore[no-untyped-def]
@@ -279,8 +194,8 @@ class ICKD(_FeatureBase):
         assert teacher is not None
         self.embed = nn.Conv2d(student.channels, teacher.channels, 1)
 
-    def feature_term(self, f_s: Tensor, f_t: Tensor) -> Tensor:
-        return losses.ickd_loss(self.embed(f_s), f_t)
+    def project(self, f_s: Tensor, f_t: Tensor) -> Tensor:
+        return self.embed(f_s)
 
 
 @DISTILLERS.register("dkd")
