@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from diswot.distill import BatchLoader, distill, make_synthetic
-from diswot.distill.trainer import resolve_device
+from diswot.runtime import resolve_device
 
 
 def loader_throughput(images: int, batch_size: int, device: torch.device, epochs: int = 2) -> float:

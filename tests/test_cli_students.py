@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from diswot.cli import main
-from diswot.distill.trainer import resolve_student
+from diswot.distill.students import resolve_student
 from diswot.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,8 @@ from diswot import losses
 from diswot.distill.checkpoint import atomic_save, load_checkpoint
 from diswot.distill.datasets import BatchLoader, DataConfig, load_dataset, make_synthetic
 from diswot.distill.methods import FeatureInfo, StepOutputs, build_distiller
-from diswot.distill.trainer import TrainSettings, resolve_arch
+from diswot.distill.settings import TrainSettings
+from diswot.distill.students import resolve_arch
 from diswot.errors import DiswotError
 from diswot.features import Features
 

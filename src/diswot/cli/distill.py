@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from diswot.cli.train import (
-    add_data_args,
-    add_train_args,
-    data_config,
-    default_out,
-    report,
-    train_settings,
-)
+from diswot.cli.train import add_data_args, add_train_args, train_and_report
 from diswot.distill.methods import DISTILLERS
-from diswot.distill.trainer import resolve_student, run_training
 from diswot.errors import DiswotError
 
 
@@ -71,21 +63,12 @@ def run(args: argparse.Namespace) -> int:
     method = str(args.method).lower()
     DISTILLERS.get(method)  # unknown method -> one-line error listing the known ones
     weights = parse_weights(args.weight)
-    student = resolve_student(args.student)
-    out = args.out or default_out("distill", student.arch, method, args)
-    result = run_training(
+    return train_and_report(
+        args,
         args.student,
-        data_config(args, student),
-        out,
-        train_settings(args),
-        method=method,
+        "distill",
+        method,
         teacher=args.teacher,
         teacher_ckpt=args.teacher_ckpt,
         weights=weights,
-        device=args.device,
-        resume=args.resume,
-        progress=not args.quiet,
-        threads=args.threads,
     )
-    report(result, args.json)
-    return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 from diswot.cli._common import add_threads_arg, print_json
+from diswot.distill.api import evaluate_checkpoint
 from diswot.distill.datasets import DATASETS
-from diswot.distill.trainer import AMP_MODES, evaluate_checkpoint
+from diswot.distill.settings import AMP_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -11,13 +11,23 @@ import re
 from typing import Any
 
 from diswot.cli._common import add_threads_arg, print_json
+from diswot.config import defaults, help_text
 from diswot.distill.datasets import DATASETS, DataConfig
-from diswot.distill.trainer import (
-    AMP_MODES,
-    StudentSpec,
-    TrainSettings,
-    resolve_student,
-    run_training,
+from diswot.distill.run import run_training
+from diswot.distill.settings import AMP_MODES, CHANNELS_LAST_MODES, TrainSettings
+from diswot.distill.students import StudentSpec, resolve_student
+from diswot.errors import flag
+
+#: Defaults of the data and optimisation options: the dataclasses' own, declared once there.
+_DATA = defaults(DataConfig)
+_TRAIN = defaults(TrainSettings)
+#: The synthetic task's options: DataConfig field, type and help.
+_SYNTHETIC: tuple[tuple[str, type, str], ...] = (
+    ("synthetic_train", int, "synthetic train images (5000)"),
+    ("synthetic_test", int, "synthetic test images (1000)"),
+    ("synthetic_classes", int, "synthetic classes (10)"),
+    ("synthetic_seed", int, "seed of the synthetic task (0)"),
+    ("synthetic_noise", float, "synthetic pixel noise (0.6)"),
 )
 
 
@@ -40,13 +50,15 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         help="imagefolder/synthetic size (default 32; 224 for a resnet-imagenet, pit or autoformer "
         "student, the size its space builds and searched it at; CIFAR is always 32)",
     )
+    for name, kind, text in _SYNTHETIC:
+        g.add_argument(flag(name), type=kind, default=_DATA[name], help=text)
+
+
+def _setting(g: argparse._ArgumentGroup, name: str, *aliases: str, **kw: Any) -> None:
+    """The flag of :class:`TrainSettings` field ``name``, with the field's default and help."""
     g.add_argument(
-        "--synthetic-train", type=int, default=5000, help="synthetic train images (5000)"
+        flag(name), *aliases, default=_TRAIN[name], help=help_text(TrainSettings, name), **kw
     )
-    g.add_argument("--synthetic-test", type=int, default=1000, help="synthetic test images (1000)")
-    g.add_argument("--synthetic-classes", type=int, default=10, help="synthetic classes (10)")
-    g.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic task (0)")
-    g.add_argument("--synthetic-noise", type=float, default=0.6, help="synthetic pixel noise (0.6)")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -54,36 +66,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "training (defaults: SGD 0.05, momentum 0.9, wd 5e-4, batch 64, 240 epochs)"
     )
-    g.add_argument("--epochs", type=int, default=240, help="epochs (default 240)")
-    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    g.add_argument("--lr", type=float, default=0.05, help="initial learning rate (default 0.05)")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    g.add_argument("--weight-decay", "--wd", type=float, default=5e-4, help="weight decay (5e-4)")
-    g.add_argument(
-        "--milestones",
-        type=int,
-        nargs="*",
-        default=None,
-        help="epochs where lr is multiplied by --lr-decay (default 150 180 210, scaled to --epochs)",
-    )
-    g.add_argument("--lr-decay", type=float, default=0.1, help="lr factor at milestones (0.1)")
-    g.add_argument("--seed", type=int, default=0, help="seed of init, data order and augmentation")
-    g.add_argument("--eval-batch-size", type=int, default=256, help="test batch size (256)")
+    _setting(g, "epochs", type=int)
+    _setting(g, "batch_size", type=int)
+    _setting(g, "lr", type=float)
+    _setting(g, "momentum", type=float)
+    _setting(g, "weight_decay", "--wd", type=float)
+    _setting(g, "milestones", type=int, nargs="*")
+    _setting(g, "lr_decay", type=float)
+    _setting(g, "seed", type=int)
+    _setting(g, "eval_batch_size", type=int)
     r = p.add_argument_group("runtime")
     r.add_argument(
         "--device",
         default="auto",
         help="auto (default: CUDA if available; training wants a GPU), cpu, cuda, cuda:N",
     )
-    r.add_argument(
-        "--amp", default="auto", choices=AMP_MODES, help="mixed precision (auto: bf16 on CUDA)"
-    )
-    r.add_argument(
-        "--channels-last",
-        default="auto",
-        choices=("auto", "on", "off"),
-        help="memory format (auto: on CUDA)",
-    )
+    _setting(r, "amp", choices=AMP_MODES)
+    _setting(r, "channels_last", choices=CHANNELS_LAST_MODES)
     add_threads_arg(r)
     r.add_argument("--out", default=None, help="output folder (default runs/<kind>-<arch>-...)")
     r.add_argument(
@@ -108,28 +107,16 @@ def data_config(args: argparse.Namespace, student: StudentSpec | None = None) ->
         name=args.dataset,
         root=args.data_root,
         image_size=size,
-        synthetic_train=args.synthetic_train,
-        synthetic_test=args.synthetic_test,
-        synthetic_classes=args.synthetic_classes,
-        synthetic_seed=args.synthetic_seed,
-        synthetic_noise=args.synthetic_noise,
+        **{name: getattr(args, name) for name, _, _ in _SYNTHETIC},
     )
 
 
 def train_settings(args: argparse.Namespace) -> TrainSettings:
-    return TrainSettings(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        milestones=None if args.milestones is None else tuple(args.milestones),
-        lr_decay=args.lr_decay,
-        seed=args.seed,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        eval_batch_size=args.eval_batch_size,
-    )
+    """The :class:`TrainSettings` of the parsed flags (one flag per field)."""
+    values = {name: getattr(args, name) for name in _TRAIN}
+    if values["milestones"] is not None:
+        values["milestones"] = tuple(values["milestones"])
+    return TrainSettings(**values)
 
 
 def default_out(kind: str, arch: str, method: str, args: argparse.Namespace) -> str:
@@ -169,19 +156,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    student = resolve_student(args.model)
-    out = args.out or default_out("train", student.arch, "ce", args)
+def train_and_report(
+    args: argparse.Namespace, student_arg: str, kind: str, method: str, **run: Any
+) -> int:
+    """Run ``diswot train`` (``method="ce"``) or ``distill`` on the shared flags and print the result."""
+    student = resolve_student(student_arg)
+    out = args.out or default_out(kind, student.arch, method, args)
     result = run_training(
-        args.model,
+        student_arg,
         data_config(args, student),
         out,
         train_settings(args),
-        method="ce",
+        method=method,
         device=args.device,
         resume=args.resume,
         progress=not args.quiet,
         threads=args.threads,
+        **run,
     )
     report(result, args.json)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return train_and_report(args, args.model, "train", "ce")

@@ -10,10 +10,17 @@ Python API (the CLI commands ``diswot train`` / ``distill`` / ``evaluate`` are t
 
 Methods live in :data:`DISTILLERS` (``kd``, ``diswot``, ``diswot+``, ``fitnet``, ``at``, ``sp``, ``ickd``,
 ``dkd``); adding one is one registered :class:`Distiller` subclass. See ``docs/distill.md``.
+
+Modules: :mod:`.api` (the three functions), :mod:`.run` (one run, fresh or resumed), :mod:`.loop`
+(the epochs and ``evaluate``), :mod:`.settings` (``TrainSettings``), :mod:`.students` (what a
+``--student`` names), :mod:`.base` and :mod:`.methods` (distillers), :mod:`.datasets`,
+:mod:`.checkpoint`, :mod:`.logs`. The losses themselves are :mod:`diswot.losses`.
 """
 
 from __future__ import annotations
 
+from diswot.distill.api import distill, evaluate_checkpoint, train_model
+from diswot.distill.base import DISTILLERS, Distiller, FeatureInfo, StepOutputs
 from diswot.distill.checkpoint import FORMAT, atomic_save, load_checkpoint
 from diswot.distill.datasets import (
     DATASETS,
@@ -23,15 +30,10 @@ from diswot.distill.datasets import (
     load_dataset,
     make_synthetic,
 )
-from diswot.distill.methods import DISTILLERS, Distiller, FeatureInfo, StepOutputs, build_distiller
-from diswot.distill.trainer import (
-    TrainSettings,
-    distill,
-    evaluate_checkpoint,
-    resolve_arch,
-    run_training,
-    train_model,
-)
+from diswot.distill.methods import build_distiller
+from diswot.distill.run import run_training
+from diswot.distill.settings import TrainSettings
+from diswot.distill.students import resolve_arch, resolve_student
 
 __all__ = [
     "DATASETS",
@@ -52,6 +54,7 @@ __all__ = [
     "load_dataset",
     "make_synthetic",
     "resolve_arch",
+    "resolve_student",
     "run_training",
     "train_model",
 ]

@@ -1,49 +1,56 @@
-"""Checkpoints: atomic writes, self-describing contents, friendly loading of teacher weights.
+"""Checkpoints: atomic writes, self-describing contents, resume checks, loading teacher weights.
 
 A checkpoint is a ``torch.save``'d dict with ``format == FORMAT`` holding everything needed to rebuild
 and continue a run without the command line that made it: the architecture name, class count, data
 config, method, every training setting, the model / optimizer / scheduler / grad-scaler / distiller
 states, all RNG states (including the data-order generator), the epoch just completed and the history.
 
-Writes go to a temporary file in the same folder, are fsync'ed and then ``os.replace``'d over the
-target, so a crash or kill at any moment leaves either the previous complete checkpoint or the new one,
-never a torn file.
+Writes go through :func:`diswot.runfolder.atomic_write_bytes` (a temporary file, fsync, then
+``os.replace``), so a crash or kill at any moment leaves either the previous complete checkpoint or
+the new one, never a torn file.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import io
+import json
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from diswot.distill.students import build_model, resolve_arch
 from diswot.errors import DiswotError
+from diswot.runfolder import atomic_write_bytes
 
-__all__ = ["FORMAT", "atomic_save", "load_checkpoint", "load_weights_into", "state_dict_from"]
+__all__ = [
+    "FORMAT",
+    "atomic_save",
+    "check_same_run",
+    "load_checkpoint",
+    "load_teacher",
+    "load_weights_into",
+    "rng_state",
+    "set_rng_state",
+    "state_dict_from",
+]
 
 #: Marker stored in every checkpoint this package writes.
 FORMAT = "diswot-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` via a temporary file and ``os.replace`` (atomic on POSIX and Windows)."""
+    """``torch.save`` ``obj`` to ``path`` atomically (see :func:`diswot.runfolder.atomic_write_bytes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -136,3 +143,109 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], what:
             bits.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise DiswotError(f"{what} does not match the architecture: {'; '.join(bits)}")
     model.load_state_dict(state, strict=True)
+
+
+# -- teachers ---------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    """The teacher file's digest: a resumed distillation must use the very same weights."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_teacher(
+    arch: str | None, ckpt: str | Path | None, num_classes: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the teacher and load its weights; the arch may come from a diswot checkpoint."""
+    info: dict[str, Any] = {"arch": arch, "ckpt": None, "sha256": None}
+    state = None
+    if ckpt is not None:
+        path = Path(ckpt).expanduser().resolve()
+        obj = _load_any(path, "teacher checkpoint")
+        if isinstance(obj, dict) and obj.get("format") == FORMAT:
+            if arch is not None and resolve_arch(arch) != obj["arch"]:
+                raise DiswotError(
+                    f"teacher checkpoint {path} holds a {obj['arch']}, not a {arch}; "
+                    f"pass --teacher {obj['arch']} or the matching checkpoint"
+                )
+            arch = obj["arch"]
+            if int(obj["num_classes"]) != num_classes:
+                raise DiswotError(
+                    f"teacher checkpoint {path} predicts {obj['num_classes']} classes but the "
+                    f"dataset has {num_classes}; use a teacher trained on this dataset"
+                )
+        try:
+            state = state_dict_from(obj)
+        except DiswotError as exc:
+            raise DiswotError(f"teacher checkpoint {path}: {exc}") from exc
+        info.update(ckpt=str(path), sha256=_sha256(path))
+    if arch is None:
+        raise DiswotError("name the teacher architecture (--teacher) or pass a diswot checkpoint")
+    arch = resolve_arch(arch)
+    info["arch"] = arch
+    teacher = build_model(arch, num_classes)
+    if state is not None:
+        load_weights_into(
+            teacher, state, f"teacher checkpoint {info['ckpt']} ({arch}, {num_classes} classes)"
+        )
+    return teacher, info
+
+
+# -- resuming ---------------------------------------------------------------------------------------
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    """Every random state a run draws from (torch, CUDA, Python, NumPy and the data order ``gen``):
+    restoring them all is what makes a resumed CPU run bit-identical to an uninterrupted one."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "data": gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    """Restore :func:`rng_state`; CUDA states only onto the same number of visible devices."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    gen.set_state(state["data"])
+    if (
+        "cuda" in state
+        and torch.cuda.is_available()
+        and len(state["cuda"]) == torch.cuda.device_count()
+    ):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_same_run(ckpt: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint whose run-defining settings differ from the requested ones."""
+    diffs = []
+    if "optimizer" not in ckpt:
+        raise DiswotError(
+            f"{path} is a best-model checkpoint without optimizer state; resume from last.pt"
+        )
+    for key, want in identity.items():
+        have = ckpt.get(key)
+        if key == "dataset":  # the data may move between sessions; what it is must not change
+            have = {k: v for k, v in (have or {}).items() if k != "root"}
+            want = {k: v for k, v in want.items() if k != "root"}
+        if key == "settings":
+            for sk, sv in want.items():
+                if have is None or have.get(sk) != sv:
+                    diffs.append(f"{sk} {_fmt_diff(None if have is None else have.get(sk), sv)}")
+        elif have != want:
+            diffs.append(f"{key} {_fmt_diff(have, want)}")
+    if diffs:
+        raise DiswotError(
+            f"resume checkpoint {path} is from a different run ({'; '.join(diffs[:3])}; "
+            "checkpoint vs requested); repeat its settings or choose a new --out"
+        )
+
+
+def _fmt_diff(a: Any, b: Any) -> str:
+    return f"{json.dumps(a, sort_keys=True)[:60]} vs {json.dumps(b, sort_keys=True)[:60]}"
