@@ -6,7 +6,7 @@ a ResNet20 student on a synthetic CIFAR-shaped set, and reports the images/s of 
 first one pays for cuDNN autotuning and allocator warm-up). It also times the data pipeline alone,
 so one can see that loading is not the bottleneck.
 
-GPU (default setting, well under 10 minutes on one GPU)::
+GPU (default setting)::
 
     python benchmarks/distill_throughput.py --json
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of the distillation stage on the synthetic task (tiny nets, CPU, seconds each)."""
+"""End-to-end tests of the distillation stage on the synthetic task (tiny nets, one CPU thread)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from diswot.distill import (
 )
 from diswot.errors import DiswotError
 
-# 256 training images, 8 steps of 32: every run below takes a second or two on one CPU thread.
+# 256 training images, 8 steps of 32: runs small enough for one CPU thread.
 TINY = {
     "synthetic_train": 256,
     "synthetic_test": 256,

@@ -3,8 +3,9 @@
 Why not ``torch.utils.data.DataLoader``? CIFAR is 150 MB as uint8, so it fits on any GPU. Keeping the
 whole split as one ``(N, C, H, W)`` uint8 tensor on the training device and doing the standard
 augmentation (random crop with zero padding, horizontal flip, normalisation) as a few batched tensor
-ops removes worker processes, PIL round trips and host-to-device copies from the step: at CIFAR sizes
-data loading then costs a fraction of a millisecond per batch instead of being the bottleneck.
+ops removes worker processes, PIL round trips and host-to-device copies from the step, so data
+loading stops being the bottleneck (``benchmarks/distill_throughput.py`` times the pipeline alone;
+docs/distill.md has its numbers).
 
 Determinism: every random choice (the epoch's order, crop offsets, flips) is drawn on the CPU from one
 :class:`torch.Generator` owned by the caller. Checkpointing that generator's state is enough to
