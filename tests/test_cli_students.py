@@ -201,7 +201,7 @@ def test_an_imagenet_sized_student_is_refused_on_cifar_in_one_line(
     )  # fmt: skip
     out = tmp_path / "o"
     rc = main([*argv, "--dataset", "cifar100", "--data-root", str(fake_cifar), "--epochs", "1",
-               "--quiet", "--out", str(out)])  # fmt: skip
+               "--quiet", "--threads", "1", "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("diswot: error:") and "\n" not in err, err
     assert "resnet-imagenet network searched at 224 px" in err and "are 32 px" in err
@@ -213,7 +213,8 @@ def test_a_vit_winner_at_another_size_is_refused(
     tmp_path: Path, searches: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["train", "--model", str(searches["pit"]), "--dataset", "synthetic", "--image-size"]
-    assert main([*argv, "32", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o")]) == 2
+    argv += ["32", "--epochs", "1", "--quiet", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "pit network searched at 224 px but the synthetic images are 32 px" in err
     assert err.endswith("pass --image-size 224 (image_size=224 in Python)") and "\n" not in err
