@@ -8,6 +8,7 @@ on what a user's folder really holds.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,22 @@ def test_score_cli_end_to_end(folder, capsys):
     assert main(again) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("diswot: error")]
     assert len(errors) == 1 and "pass --num-classes 3" in errors[0]
+
+
+def test_search_and_rank_take_an_image_folder(tmp_path, capsys):
+    """A custom space sized for the folder (the example's 10-class ``small``) searched on real
+    images; rank refuses a folder whose class count is not its target's, before any scoring."""
+    folder = make_folder(tmp_path / "ten", classes=[f"c{i}" for i in range(10)], per_class=1)
+    space = f"{Path(__file__).resolve().parents[1] / 'examples' / 'my_space.py'}:small"
+    argv = ["search", "--space", space, "--algorithm", "random", "--cycles", "2",
+            "--batch-size", "10", "--data", "imagefolder", "--data-root", str(folder),
+            "--out", str(tmp_path / "run"), "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["settings"]["data"] == "imagefolder" and result["settings"]["num_classes"] == 10
+    capsys.readouterr()
+    argv = ["rank", "--space", "s1", "--data", "imagefolder", "--data-root", str(folder),
+            "--out", str(tmp_path / "rank"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "has 10 class folders but the teacher has 100 classes" in err
