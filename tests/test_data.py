@@ -7,7 +7,14 @@ import pytest
 import torch
 from conftest import FAKE_CIFAR10_PER_BATCH, FAKE_CIFAR100_TRAIN, fake_images
 
-from diswot.data import CIFAR_STATS, load_cifar, probe_batch, synthetic_batch
+from diswot.data import (
+    CIFAR_STATS,
+    SOURCES,
+    check_root_is_read,
+    load_cifar,
+    probe_batch,
+    synthetic_batch,
+)
 from diswot.errors import DiswotError
 
 
@@ -148,6 +155,25 @@ def test_probe_batch_cifar_normalised_subset(fake_cifar):
     assert not torch.equal(x, x3)
 
 
+def test_probe_batch_cifar_bits_are_torch_normalisation(fake_cifar):
+    """The CIFAR probe is scaled and normalised in float32 by torch, in this order, bit for bit
+    (scores are reproducible to the last digit only if the batch is)."""
+    x, _ = probe_batch("cifar10", batch_size=8, num_classes=10, seed=3, data_root=fake_cifar)
+    images, _ = load_cifar(fake_cifar, "cifar10")
+    idx = np.random.default_rng(3).choice(len(images), 8, replace=False)
+    ref = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in CIFAR_STATS["cifar10"])
+    assert torch.equal(x, (ref - mean) / std)
+
+
+def test_data_root_without_a_dataset_probe_names_every_source():
+    with pytest.raises(DiswotError) as info:
+        check_root_is_read("synthetic", "/data")
+    assert "--data cifar10 or --data cifar100 or --data imagefolder" in str(info.value)
+    check_root_is_read("imagefolder", "/data")
+    assert SOURCES == ("synthetic", "cifar10", "cifar100", "imagefolder")
+
+
 def test_probe_batch_cifar10_resized(fake_cifar):
     x, y = probe_batch("cifar10", 4, num_classes=10, data_root=fake_cifar, image_size=16)
     assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
@@ -158,7 +184,7 @@ def test_probe_batch_cifar10_resized(fake_cifar):
     ("kwargs", "pattern"),
     [
         ({"batch_size": 1}, "at least 2 samples"),
-        ({"source": "imagenet"}, "accepted: synthetic, cifar10, cifar100"),
+        ({"source": "imagenet"}, "accepted: synthetic, cifar10, cifar100, imagefolder"),
         ({"source": "cifar10", "num_classes": 100}, "has 10 classes"),
         ({"source": "cifar100"}, "needs --data-root"),
         ({"num_classes": 0}, "--num-classes must be a positive integer"),
