@@ -18,16 +18,15 @@ from diswot.cli._common import add_backend_args, add_probe_args, options_text, p
 from diswot.data import check_root_is_read
 from diswot.errors import DiswotError
 from diswot.runtime import torch_threads
-from diswot.search import (
-    ALGORITHMS,
+from diswot.search.api import run_search
+from diswot.search.config import (
     DEFAULT_CYCLES,
-    DEFAULT_POPULATION,
-    DEFAULT_SAMPLE_SIZE,
+    DEFAULTS,
     default_algorithm,
     default_out_dir,
     read_settings,
-    run_search,
 )
+from diswot.search.searchers import ALGORITHMS
 from diswot.spaces import list_spaces
 
 #: ``diswot search`` with no arguments (the README's ``make run``). Per scored candidate this costs
@@ -44,20 +43,13 @@ QUICK_DEFAULT: dict[str, object] = {
     "batch_size": 16,
 }
 
-#: Option dest -> fallback when neither the user nor a resumed run sets it.
+#: Option dest -> fallback when neither the user nor a resumed run sets it: the search settings'
+#: own defaults (``--proxy`` sets ``objective``; ``--seeds`` counts the default probe seeds).
 _FALLBACK: dict[str, object] = {
-    "space": "nb201",
-    "population": DEFAULT_POPULATION,
-    "sample_size": DEFAULT_SAMPLE_SIZE,
-    "crossover_prob": 0.0,
-    "seed": 0,
-    "proxy": "diswot",
-    "batch_size": 64,
-    "seeds": 1,
-    "init": "gaussian",
-    "data": "synthetic",
-    "device": "cpu",
-    "precision": "fp32",
+    **{k: DEFAULTS[k] for k in ("space", "population", "sample_size", "crossover_prob", "seed")},
+    **{k: DEFAULTS[k] for k in ("batch_size", "init", "data", "device", "precision")},
+    "proxy": DEFAULTS["objective"],
+    "seeds": len(DEFAULTS["probe_seeds"]),
 }
 
 #: The size-budget options (run-folder settings keep them under ``budget``).
@@ -120,10 +112,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"scored candidates (default {DEFAULT_CYCLES}; exhaustive: all admissible)",
     )
     p.add_argument(
-        "--population", type=int, help=f"evolution population (default {DEFAULT_POPULATION})"
+        "--population", type=int, help=f"evolution population (default {DEFAULTS['population']})"
     )
     p.add_argument(
-        "--sample-size", type=int, help=f"evolution tournament size (default {DEFAULT_SAMPLE_SIZE})"
+        "--sample-size",
+        type=int,
+        help=f"evolution tournament size (default {DEFAULTS['sample_size']})",
     )
     p.add_argument(
         "--crossover-prob",
