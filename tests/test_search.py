@@ -20,16 +20,11 @@ from torch import nn
 from diswot.cli import main
 from diswot.errors import DiswotError
 from diswot.models.cost import ModelCost
-from diswot.search import (
-    CANDIDATES,
-    Budget,
-    Evaluation,
-    format_count,
-    load_candidates,
-    parse_count,
-    read_settings,
-    run_search,
-)
+from diswot.search.api import run_search
+from diswot.search.budget import Budget, format_count, parse_count
+from diswot.search.config import read_settings
+from diswot.search.ledger import CANDIDATES, load_candidates
+from diswot.search.objective import Evaluation
 from diswot.spaces import DatasetSpec, SearchSpace, get_space
 from diswot.spaces.s1 import S1Space
 
@@ -360,6 +355,81 @@ def test_proxy_is_oriented_and_truth_read_only_after_the_decision():
 
     Watched.truth_read = False
     run_search(space, objective=objective, cycles=3, algorithm="random")
+
+
+# ----------------------------------------------------------------------------------------- pieces
+
+
+def test_settings_json_keys_and_the_fields_a_resume_must_match_stay_as_they_were():
+    # Run folders written before the package split must still resume: same keys, same order.
+    from diswot.config import to_settings
+    from diswot.search.config import FIXED_SETTINGS, SearchConfig
+
+    assert list(to_settings(SearchConfig())) == [
+        "space", "target", "num_classes", "image_size", "teacher", "objective", "algorithm",
+        "seed", "cycles", "population", "sample_size", "crossover_prob", "budget", "batch_size",
+        "probe_seeds", "init", "data", "data_root", "device", "flop_convention", "precision",
+        "engine", "in_flight", "workers", "backend",
+    ]  # fmt: skip
+    assert FIXED_SETTINGS == (
+        "space", "target", "num_classes", "image_size", "teacher", "objective", "algorithm",
+        "seed", "population", "sample_size", "crossover_prob", "budget", "batch_size",
+        "probe_seeds", "init", "data", "flop_convention", "precision",
+    )  # fmt: skip
+
+
+def test_ledger_claims_are_new_duplicate_or_replayed():
+    from diswot.parallel import InlinePool
+    from diswot.search.ledger import Admission, Ledger, State
+    from diswot.search.objective import GivenObjective
+
+    space, obj = ToySpace(n=2, k=4), Counting("3-3")
+    admission = Admission(space, Budget(max_params=6), 10, 8, max_retries=10)
+    recorded = [{"step": 1, "arch": "1-1", "score": None, "params": 3, "flops": 3}]
+    ledger = Ledger(admission, 5, recorded, None, InlinePool(GivenObjective(obj)))
+    first, again, new = ledger.claim("1-1"), ledger.claim("1-1"), ledger.claim("2-2")
+    states = [c.state for c in (first, again, new)]
+    assert states == [State.REPLAYED, State.DUPLICATE, State.SCORING]
+    rec, fresh = ledger.finish(first)
+    assert fresh and rec["step"] == 1 and rec["score"] != rec["score"]  # null read back as NaN
+    assert ledger.finish(again) == (rec, False)
+    rec, fresh = ledger.finish(new)
+    assert fresh and rec["step"] == 2 and rec["score"] == -2.0 and obj.calls == ["2-2"]
+    assert ledger.steps == 3 and len(ledger.order) == 2
+    assert not admission.admits("3-3") and admission.rejected == 1  # 7 params: over budget
+    with pytest.raises(DiswotError, match="step 1 holds '1-1' but this search proposes '0-1'"):
+        Ledger(admission, 5, recorded, None, None).claim("0-1")
+
+
+def test_a_searcher_proposes_and_is_told_in_proposal_order():
+    from diswot.parallel import InlinePool
+    from diswot.search.ledger import Admission, Ledger
+    from diswot.search.objective import GivenObjective
+    from diswot.search.searchers import Searcher, drive
+
+    class Listed(Searcher):
+        def __init__(self, archs):
+            self.archs, self.told = list(archs), []
+
+        @classmethod
+        def from_config(cls, admission, rng, cfg):
+            raise NotImplementedError
+
+        def can_propose(self, in_flight):
+            return bool(self.archs)
+
+        def propose(self, in_flight):
+            return self.archs.pop(0)
+
+        def tell(self, record, new):
+            self.told.append((record["arch"], new))
+
+    admission = Admission(ToySpace(n=2, k=4), Budget(), 10, 8, max_retries=10)
+    ledger = Ledger(admission, 10, [], None, InlinePool(GivenObjective(Counting("0-0"))))
+    searcher = Listed(["1-1", "2-2", "1-1", "3-3"])
+    assert drive(searcher, ledger, in_flight=3, stall_limit=5) == "stalled"  # ran out: 3 < 10
+    assert searcher.told == [("1-1", True), ("2-2", True), ("1-1", False), ("3-3", True)]
+    assert [r["step"] for r in ledger.order] == [1, 2, 3] and ledger.steps == 4
 
 
 # ----------------------------------------------------------------------------------------- resume

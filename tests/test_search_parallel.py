@@ -19,7 +19,8 @@ import torch
 
 from diswot.cli import main
 from diswot.errors import DiswotError
-from diswot.search import CANDIDATES, run_search
+from diswot.search.api import run_search
+from diswot.search.ledger import CANDIDATES
 
 # One intra-op thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
