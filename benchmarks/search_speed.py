@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from diswot.search import CANDIDATES, load_candidates, run_search
+from diswot.search.api import run_search
+from diswot.search.ledger import CANDIDATES, load_candidates
 from diswot.spaces import get_space
 
 
