@@ -40,8 +40,7 @@ from diswot.runtime import parse_device, refuse_file, resolve_device, run_folder
 from diswot.search.budget import Budget
 from diswot.search.config import (
     DEFAULT_CYCLES,
-    DEFAULT_POPULATION,
-    DEFAULT_SAMPLE_SIZE,
+    DEFAULTS,
     FIXED_SETTINGS,
     SearchConfig,
     default_algorithm,
@@ -62,28 +61,28 @@ def _positive(name: str, v: int, minimum: int = 1) -> int:
 
 
 def run_search(
-    space: str | SearchSpace = "nb201",
+    space: str | SearchSpace = DEFAULTS["space"],
     *,
     teacher: str | nn.Module | None = None,
     target: str | None = None,
     algorithm: str | None = None,
     cycles: int | None = None,
-    population: int = DEFAULT_POPULATION,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-    crossover_prob: float = 0.0,
-    seed: int = 0,
+    population: int = DEFAULTS["population"],
+    sample_size: int = DEFAULTS["sample_size"],
+    crossover_prob: float = DEFAULTS["crossover_prob"],
+    seed: int = DEFAULTS["seed"],
     max_params: str | int | None = None,
     max_flops: str | int | None = None,
     min_params: str | int | None = None,
     min_flops: str | int | None = None,
-    proxy: str = "diswot",
+    proxy: str = DEFAULTS["objective"],
     objective: Objective | None = None,
     probe_seeds: int | Sequence[int] = 1,
-    batch_size: int = 64,
-    init: str = "gaussian",
-    data: str = "synthetic",
+    batch_size: int = DEFAULTS["batch_size"],
+    init: str = DEFAULTS["init"],
+    data: str = DEFAULTS["data"],
     data_root: str | None = None,
-    device: str = "cpu",
+    device: str = DEFAULTS["device"],
     out_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
@@ -91,12 +90,12 @@ def run_search(
     stall_limit: int | None = None,
     top_k: int = 10,
     workers: int = 1,
-    backend: str = "local",
+    backend: str = DEFAULTS["backend"],
     address: str | None = None,
     gpus_per_task: float = 0.0,
     in_flight: int | None = None,
-    precision: str = "fp32",
-    engine: str = "auto",
+    precision: str = DEFAULTS["precision"],
+    engine: str = DEFAULTS["engine"],
     on_start: Callable[[Path], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
@@ -233,8 +232,9 @@ def run_search(
         limit = min(limit, len(admission.admissible() or []))
     if objective is None:
         factory: Any = ProxyObjectiveFactory(
-            sp, teacher, objective_name, spec.num_classes, spec.image_size, seed_list,
-            batch_size, init, data, data_root, device, precision, engine,
+            space=sp, teacher=teacher, proxy=objective_name, num_classes=spec.num_classes,
+            image_size=spec.image_size, seeds=seed_list, batch_size=batch_size, init=init,
+            data=data, data_root=data_root, device=device, precision=precision, engine=engine,
         )  # fmt: skip
         # Built here too, on a pool as well: a bad teacher fails now, with its own message.
         objective = factory.objective()
@@ -265,6 +265,7 @@ def run_search(
         if pool is not None:
             pool.close()
     loop_seconds = time.perf_counter() - t_loop
+    assert ledger is not None  # drive() returned, so the ledger was made
     if not ledger.order:
         raise DiswotError("the search scored no candidate; raise --cycles or loosen the budget")
     if len(recorded) > len(ledger.order):
