@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from diswot.errors import DiswotError
@@ -46,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "_run"):
         parser.print_help()
         return 0
+    note = None
     try:
-        _choose_threads(args)
+        note = _choose_threads(args)
         return int(args._run(args) or 0)
     except DiswotError as exc:
         print(f"diswot: error: {exc}", file=sys.stderr)
@@ -74,23 +76,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    finally:
+        if note is not None:
+            note.cancel()
 
 
-def _choose_threads(args: argparse.Namespace) -> None:
+def _choose_threads(args: argparse.Namespace) -> threading.Timer | None:
     """Resolve ``--threads`` once for the command: given, or one per CPU other work leaves free.
 
-    The choice is printed on stderr when it is below torch's default (a busy machine), so a run
-    that would otherwise spin against its neighbours says what it did and how to override it.
+    When the automatic choice is below torch's default (a busy machine), a run that goes on for
+    more than a second says so on stderr, with how to override it; a command that ends sooner (a
+    one-line error, a quick score) stays quiet. Returns the pending note, to cancel at the end.
     """
     if not hasattr(args, "threads"):
-        return
+        return None
     from diswot.runtime import choose_threads
 
     workers = getattr(args, "workers", None) or 1
     choice = choose_threads(args.threads, workers=workers if isinstance(workers, int) else 1)
-    if not choice.given and choice.threads < choice.usable:
-        print(f"diswot: {choice.text()}", file=sys.stderr)
     args.threads = choice
+    if choice.given or choice.threads >= choice.usable:
+        return None
+    note = threading.Timer(
+        _NOTE_AFTER_S, lambda: print(f"diswot: {choice.text()}", file=sys.stderr)
+    )
+    note.daemon = True
+    note.start()
+    return note
+
+
+#: How long a command runs before the automatic thread choice is reported.
+_NOTE_AFTER_S = 1.0
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
