@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from diswot.rank import NASLIB_PROXIES, naslib_cells, naslib_crosscheck
+from diswot.rank.naslib import NASLIB_PROXIES, naslib_cells, naslib_crosscheck
 
 
 def main() -> None:

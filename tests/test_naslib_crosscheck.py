@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from diswot.rank import naslib_cells, naslib_crosscheck
+from diswot.rank.naslib import naslib_cells, naslib_crosscheck
 
 # One intra-op thread (see conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
+from diswot.config import defaults
 from diswot.data import check_root_is_read
-from diswot.rank import RankResult, merge_runs, parse_shard, run_rank
+from diswot.rank import RankConfig, RankResult, merge_runs, parse_shard, run_rank
 from diswot.runtime import torch_threads
+
+#: The flags' defaults come from the settings' one description (:class:`RankConfig`).
+_D = defaults(RankConfig)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,12 +24,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Writes table.md, scores.csv, correlations.json and scatter.png to the run folder, which "
         "caches every score: rerunning with more proxies or seeds computes only what is new.",
     )
-    p.add_argument("--space", default="s1", help="search space: s1, nb201, ... (default s1)")
+    p.add_argument(
+        "--space", default=_D["space"], help=f"search space: s1, nb201, ... (default {_D['space']})"
+    )
+    proxies = ",".join(_D["proxies"])
     p.add_argument(
         "--proxy",
-        default="diswot,ms,mr",
+        default=proxies,
         help="'all' or a comma list of proxies; 'a+b' adds a rank-average ensemble "
-        "(params and flops always; default diswot,ms,mr)",
+        f"(params and flops always; default {proxies})",
     )
     p.add_argument(
         "--target",
@@ -41,7 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="seeded sample size (default: nb201 200 cells, other spaces all their students)",
     )
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument(
+        "--sample-seed",
+        type=int,
+        default=_D["sample_seed"],
+        help=f"seed of the sample (default {_D['sample_seed']})",
+    )
     p.add_argument(
         "--archs",
         default=None,
