@@ -74,3 +74,13 @@ def test_read_settings_errors_are_one_line(tmp_path):
     (tmp_path / "settings.json").write_text("{broken")
     with pytest.raises(DiswotError, match="corrupt"):
         read_settings(tmp_path)
+
+
+def test_journal_ends_a_whole_last_record_that_lost_its_newline(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"i": 0}\n{"i": 1}')  # torn exactly before the newline
+    j = Journal(path)
+    assert j.read() == [{"i": 0}, {"i": 1}]
+    j.append({"i": 2})
+    j.close()
+    assert Journal(path).read() == [{"i": 0}, {"i": 1}, {"i": 2}]

@@ -174,6 +174,11 @@ class Journal:
                 fh.truncate(good)
                 fh.flush()
                 os.fsync(fh.fileno())
+        elif good > len(data):  # the last record is whole but its newline was never written
+            with self.path.open("ab") as fh:
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         return records
 
     def append(self, record: Any) -> None:
