@@ -9,6 +9,7 @@ import sys
 from diswot.data import SOURCES
 from diswot.errors import flag
 from diswot.probe import ENGINES, PRECISIONS
+from diswot.scoring.teacher import TEACHER_INITS
 
 #: The probe options' defaults, as :func:`add_probe_args` sets them (``--teacher``'s is per command).
 PROBE_DEFAULTS: dict[str, object] = {
@@ -30,7 +31,8 @@ def add_probe_args(
     teacher_help: str = "",
     unset: bool = False,
 ) -> None:
-    """Options describing the probe: teacher, batch, seeds, init, data source, device, threads.
+    """Options describing the probe: teacher (and its weights), batch, seeds, init, data source,
+    device, threads.
 
     ``teacher_help`` is appended to the ``--teacher`` help (what a command's default and special
     values are). ``unset=True`` leaves every probe option ``None`` unless given, so the command can
@@ -43,6 +45,21 @@ def add_probe_args(
         help="teacher model name (resnet8..resnet110, S1 code, NB201 string)"
         + (f"; default {teacher_default}" if teacher_default else "")
         + teacher_help,
+    )
+    p.add_argument(
+        "--teacher-ckpt",
+        metavar="PATH",
+        default=None,
+        help="a trained teacher: a `diswot train` checkpoint (best.pt/last.pt; it names its "
+        "architecture and classes) or a plain state_dict of the --teacher network",
+    )
+    p.add_argument(
+        "--teacher-init",
+        choices=TEACHER_INITS,
+        default=None,
+        help="keep (default with --teacher-ckpt): score the teacher with its trained weights; "
+        "random: re-initialise it per probe seed, the paper's setting and the only one for a "
+        "teacher given by name (random with --teacher-ckpt is refused: the weights would go unused)",
     )
     p.add_argument(
         "--batch-size",

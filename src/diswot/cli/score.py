@@ -5,6 +5,10 @@ search recorded (teacher, probe batch, seeds, init, data, class count and image 
 precision, engine, objective), so the score reproduces the search's; options given on the command
 line win. A resnet-imagenet, pit or autoformer architecture given by itself is built by its space and
 scored at that space's default teacher, class count and resolution unless options say otherwise.
+
+``--teacher-ckpt`` scores against a trained teacher (``--teacher-init keep``, its default), read by
+:func:`~diswot.scoring.teacher.load_teacher_checkpoint`; a search that scored with one hands it on
+through its ``result.json`` unless a teacher is named here.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from diswot.proxies import PROXIES, resolve_proxies
 from diswot.runfolder import stored_setting
 from diswot.runtime import torch_threads
 from diswot.scoring import Scorer
+from diswot.scoring.teacher import (
+    TeacherCheckpoint,
+    load_teacher_checkpoint,
+    resolve_teacher_init,
+)
 from diswot.spaces import get_space
 
 #: Option dest -> the search setting (``settings.json``) it defaults to for a ``result.json``
@@ -217,6 +226,38 @@ def _provenance(student: Any, opts: dict[str, Any], origin: dict[str, str]) -> l
     return lines
 
 
+def _teacher(
+    args: argparse.Namespace,
+    st: Any,
+    opts: dict[str, Any],
+    origin: dict[str, str],
+    num_classes: int,
+) -> tuple[Any, TeacherCheckpoint | None]:
+    """The teacher to score against: its name, or the trained network of ``--teacher-ckpt`` (or
+    of the checkpoint a result.json's search scored with, unless a teacher is given here) with
+    what it was read from. ``opts["teacher"]`` becomes the checkpoint's architecture."""
+    path = args.teacher_ckpt
+    recorded = (st.settings or {}).get("teacher_ckpt")
+    if path is None and recorded and args.teacher is None and args.teacher_init != "random":
+        path = recorded
+    resolve_teacher_init(opts["teacher"], args.teacher_init, path)  # refusals before any load
+    if path is None:
+        return opts["teacher"], None
+    # The architecture a plain state dict is loaded into (a diswot checkpoint names its own).
+    named = origin["teacher"] == "given" or (origin["teacher"] == "search" and path == recorded)
+    name = opts["teacher"] if named else None
+    model, info = load_teacher_checkpoint(path, name, num_classes)
+    want = (st.settings or {}).get("teacher_sha256")
+    if path == recorded and want and info.sha256 != want:
+        raise DiswotError(
+            f"the search in {st.source} scored with teacher checkpoint {path} (sha256 "
+            f"{want[:12]}), which has changed since (now {info.sha256[:12]}); pass --teacher-ckpt "
+            "with the file it used"
+        )
+    opts["teacher"] = info.arch
+    return model, info
+
+
 def _run(args: argparse.Namespace) -> int:
     st = resolve_student(args.student)  # the same --student forms as train and distill
     student = st.arch
@@ -235,17 +276,18 @@ def _run(args: argparse.Namespace) -> int:
         precision=opts["precision"],
         engine=opts["engine"],
     )
+    teacher, trained = _teacher(args, st, opts, origin, probe.num_classes)
     space = get_space(st.builder_space) if st.builder_space is not None else None
     if space is not None:
         # Built, hooked and costed as its search did (a ViT: class-form semantic term, the
         # teacher at its own resolution, the final patch tokens as the relation feature).
-        scorer = Scorer(opts["teacher"], probe, space=space)
+        scorer = Scorer(teacher, probe, space=space, teacher_init=args.teacher_init)
         convention = space.flop_convention
         conv_text = space.cost_convention(probe.num_classes, probe.image_size)
     else:
         # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
         supernet = get_space("nb201").supernet if is_arch_string(student) else None
-        scorer = Scorer(opts["teacher"], probe, supernet=supernet)
+        scorer = Scorer(teacher, probe, supernet=supernet, teacher_init=args.teacher_init)
         convention = "nb201" if is_arch_string(student) else "macs"
         conv_text = (
             "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
@@ -285,6 +327,9 @@ def _run(args: argparse.Namespace) -> int:
                 "precision": opts["precision"],
                 "engine": scorer.engine,
                 "seconds": round(res.seconds, 4),
+                "teacher_ckpt": trained.path if trained else None,
+                "teacher_sha256": trained.sha256 if trained else None,
+                "teacher_init": scorer.teacher_init,
             }
         )
         return 0
@@ -297,6 +342,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     for line in _provenance(st, opts, origin):
         print(line)
+    if trained is not None:
+        print(f"  teacher weights: {trained.path} (sha256 {trained.sha256[:12]}), kept")
     rows = [
         (f"M_s (semantic, {res.info.get('semantic_form', '?')} form):", f"{comps['ms']:.6f}"),
         ("M_r (relation):", f"{comps['mr']:.6f}"),

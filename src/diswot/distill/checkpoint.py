@@ -32,8 +32,10 @@ __all__ = [
     "FORMAT",
     "atomic_save",
     "check_same_run",
+    "file_sha256",
     "load_checkpoint",
     "load_teacher",
+    "load_torch_file",
     "load_weights_into",
     "rng_state",
     "set_rng_state",
@@ -54,7 +56,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def _load_any(path: str | Path, what: str) -> Any:
+def load_torch_file(path: str | Path, what: str) -> Any:
     """``torch.load`` on the CPU with missing/unreadable files turned into one-line errors."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -90,7 +92,7 @@ def _load_any(path: str | Path, what: str) -> Any:
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """Load a checkpoint written by this package, or raise a one-line :class:`DiswotError`."""
-    obj = _load_any(path, what)
+    obj = load_torch_file(path, what)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise DiswotError(
             f"{what} {path} was not written by diswot train/distill (no '{FORMAT}' marker)"
@@ -146,8 +148,9 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], what:
 
 
 # -- teachers ---------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    """The teacher file's digest: a resumed distillation must use the very same weights."""
+def file_sha256(path: Path) -> str:
+    """A teacher file's digest: a resumed distillation, search or rank must use the very same
+    weights."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -163,7 +166,7 @@ def load_teacher(
     state = None
     if ckpt is not None:
         path = Path(ckpt).expanduser().resolve()
-        obj = _load_any(path, "teacher checkpoint")
+        obj = load_torch_file(path, "teacher checkpoint")
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             if arch is not None and resolve_arch(arch) != obj["arch"]:
                 raise DiswotError(
@@ -180,7 +183,7 @@ def load_teacher(
             state = state_dict_from(obj)
         except DiswotError as exc:
             raise DiswotError(f"teacher checkpoint {path}: {exc}") from exc
-        info.update(ckpt=str(path), sha256=_sha256(path))
+        info.update(ckpt=str(path), sha256=file_sha256(path))
     if arch is None:
         raise DiswotError("name the teacher architecture (--teacher) or pass a diswot checkpoint")
     arch = resolve_arch(arch)

@@ -40,7 +40,7 @@ from diswot.scoring.numerics import (
     strict_fp32,
 )
 from diswot.scoring.student import StudentLike, StudentProbe
-from diswot.scoring.teacher import TeacherCache, teacher_cache
+from diswot.scoring.teacher import TeacherCache, resolve_teacher_init, teacher_cache
 
 __all__ = ["ScoreResult", "Scorer"]
 
@@ -79,8 +79,17 @@ class Scorer:
     """Score students for one teacher on seeded probe batches.
 
     Args:
-        teacher: a model name for :func:`~diswot.models.create_model`, an ``nn.Module`` (copied,
-            then given the chosen init), or ``None`` for teacher-free proxies only.
+        teacher: a model name for :func:`~diswot.models.create_model`, an ``nn.Module`` (a trained
+            teacher, say: see ``teacher_init``), or ``None`` for teacher-free proxies only.
+        teacher_init: ``"keep"`` scores a module with its own weights (a copy: the module given is
+            never modified or run); ``"random"`` re-initialises a copy under each probe seed with
+            ``init``, the paper's setting. The default, ``None``, is ``keep`` for a module and
+            ``random`` for a name (untrained, it has nothing to keep). Until this option existed
+            a module was always re-initialised: pass ``teacher_init="random"`` for those scores.
+            Either way the teacher runs with BatchNorm in train mode, normalising by the probe
+            batch's own statistics like the students (:func:`~diswot.scoring.teacher.teacher_cache`
+            says why). A checkpoint file is read by
+            :func:`~diswot.scoring.teacher.load_teacher_checkpoint`.
         config: the probe settings (:class:`~diswot.config.ProbeConfig`; its defaults if
             ``None``). ``seeds`` may be a count ``n``, meaning ``0..n-1``; ``device`` a
             ``torch.device``. See ``ProbeConfig``'s fields for each setting; in short:
@@ -115,8 +124,11 @@ class Scorer:
         coster: Coster | None = None,
         rebuilder: Rebuilder | None = None,
         supernet: SupernetFactory | None = None,
+        teacher_init: str | None = None,
         **settings: Any,
     ) -> None:
+        #: ``keep`` (the teacher's own weights) or ``random`` (re-initialised per probe seed).
+        self.teacher_init: str = resolve_teacher_init(teacher, teacher_init)
         if space is not None:
             classifier, feature = getattr(space, "feature_hooks", (None, None))
             asked = {
@@ -215,7 +227,10 @@ class Scorer:
 
         Students given by name go through the space's ``builder``; a teacher given by name always
         through :func:`~diswot.models.create_model`, since teachers live outside the search space.
+        A teacher module kept as given (:attr:`teacher_init` ``keep``) is copied, not initialised.
         """
+        if teacher and self.teacher_init == "keep" and isinstance(spec, nn.Module):
+            return self.layout(copy.deepcopy(spec).to(self.device))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if isinstance(spec, str):
