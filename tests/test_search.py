@@ -370,11 +370,13 @@ def test_settings_json_keys_and_the_fields_a_resume_must_match_stay_as_they_were
         "seed", "cycles", "population", "sample_size", "crossover_prob", "budget", "batch_size",
         "probe_seeds", "init", "data", "data_root", "device", "flop_convention", "precision",
         "engine", "in_flight", "workers", "backend",
+        "teacher_ckpt", "teacher_sha256", "teacher_init",  # added with --teacher-ckpt
     ]  # fmt: skip
     assert FIXED_SETTINGS == (
         "space", "target", "num_classes", "image_size", "teacher", "objective", "algorithm",
         "seed", "population", "sample_size", "crossover_prob", "budget", "batch_size",
         "probe_seeds", "init", "data", "flop_convention", "precision",
+        "teacher_sha256", "teacher_init",
     )  # fmt: skip
 
 
@@ -637,7 +639,8 @@ def test_settings_record_the_data_root_and_a_resume_reuses_it(tmp_path, fake_cif
 def test_a_teacher_module_is_recorded_by_its_architecture(tmp_path):
     from diswot.models import create_model
 
-    kw = dict(cycles=2, batch_size=4, out_dir=tmp_path / "m", progress=False)
+    # random: two untrained modules' own (different) weights would be refused as other weights.
+    kw = dict(cycles=2, batch_size=4, out_dir=tmp_path / "m", progress=False, teacher_init="random")
     res = run_search("s1", teacher=create_model("resnet8"), **kw)
     assert res.settings["teacher"].startswith("CifarResNet#")
     run_search("s1", teacher=create_model("resnet8"), resume=True, **{**kw, "cycles": 3})

@@ -29,8 +29,9 @@ from diswot.errors import DiswotError
 SETTINGS = "settings.json"
 
 #: Values of run settings added after run folders were first written: a folder that lacks one was
-#: written with this value (before ``--precision`` existed, everything was fp32).
-SETTINGS_ADDED: dict[str, object] = {"precision": "fp32"}
+#: written with this value (before ``--precision`` existed, everything was fp32; before
+#: ``--teacher-init``, every teacher was re-initialised).
+SETTINGS_ADDED: dict[str, object] = {"precision": "fp32", "teacher_init": "random"}
 
 
 def stored_setting(settings: Mapping[str, Any], key: str) -> object:

@@ -137,6 +137,8 @@ def _rank(args: argparse.Namespace, out: Path) -> RankResult:
     return run_rank(
         args.space,
         teacher=args.teacher,
+        teacher_ckpt=args.teacher_ckpt,
+        teacher_init=args.teacher_init,
         proxies=args.proxy,
         seeds=args.seeds,
         batch_size=args.batch_size,

@@ -63,6 +63,8 @@ _OPTIONS = (
     "space",
     "target",
     "teacher",
+    "teacher_ckpt",
+    "teacher_init",
     "algorithm",
     "cycles",
     "population",
@@ -165,6 +167,8 @@ def _from_settings(s: dict) -> dict[str, object]:
         "space": s.get("space"),
         "target": s.get("target"),
         "teacher": s.get("teacher"),
+        "teacher_ckpt": s.get("teacher_ckpt"),
+        "teacher_init": s.get("teacher_init"),
         "algorithm": s.get("algorithm"),
         "cycles": s.get("cycles"),
         "population": s.get("population"),
@@ -216,7 +220,11 @@ def _describe(opts: dict[str, object]) -> str:
     algorithm = opts.get("algorithm") or default_algorithm(space)
     shown = {
         "space": space.name,
-        "teacher": opts.get("teacher") or space.default_teacher,
+        # A checkpoint names its own architecture: no default teacher is shown beside it.
+        "teacher": opts.get("teacher")
+        or (None if opts.get("teacher_ckpt") else space.default_teacher),
+        "teacher_ckpt": opts.get("teacher_ckpt"),
+        "teacher_init": opts.get("teacher_init"),
         "target": opts.get("target") or space.default_target,
         "algorithm": algorithm,
         "cycles": opts.get("cycles") or (None if algorithm == "exhaustive" else DEFAULT_CYCLES),
@@ -258,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_search(
             str(opts["space"]),
             teacher=opts.get("teacher"),  # type: ignore[arg-type]
+            teacher_ckpt=opts.get("teacher_ckpt"),  # type: ignore[arg-type]
+            teacher_init=opts.get("teacher_init"),  # type: ignore[arg-type]
             target=opts.get("target"),  # type: ignore[arg-type]
             algorithm=opts.get("algorithm"),  # type: ignore[arg-type]
             cycles=opts.get("cycles"),  # type: ignore[arg-type]

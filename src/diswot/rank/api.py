@@ -35,6 +35,7 @@ from diswot.rank.store import (
 )
 from diswot.runfolder import settings_diff, stored_setting
 from diswot.runtime import parse_device, resolve_device
+from diswot.scoring.teacher import TARGET_CLASSES_FIX, WEIGHT_SETTINGS, choose_teacher
 from diswot.spaces import SearchSpace
 
 _D = defaults(RankConfig)
@@ -57,10 +58,27 @@ def _check_start(plan: _Plan, data_root: str | None, backend: str) -> torch.nn.M
     return build_teacher(plan)
 
 
+def _choose_teacher(
+    plan: _Plan, teacher: str | None, ckpt: str | Path | None, teacher_init: str | None
+) -> None:
+    """Record the teacher's weights in ``plan.config`` (a checkpoint's architecture, path and
+    digest, and keep or random); :func:`~diswot.rank.evaluate.build_teacher` reads them back."""
+    c = plan.config
+    if ckpt is not None and c.teacher is None:
+        raise DiswotError("--teacher none ranks without a teacher; drop it to use --teacher-ckpt")
+    given = teacher if c.teacher is not None else None  # None: the checkpoint names it
+    chosen = choose_teacher(
+        given, ckpt, teacher_init, c.num_classes, classes_fix=TARGET_CLASSES_FIX
+    )
+    plan.config = replace(c, teacher=chosen.label(c.teacher), **chosen.settings())
+
+
 def run_rank(
     space: str | SearchSpace = _D["space"],
     *,
     teacher: str | None = None,
+    teacher_ckpt: str | Path | None = None,
+    teacher_init: str | None = None,
     proxies: str | Sequence[str] = _D["proxies"],
     seeds: int | Sequence[int] = 1,
     batch_size: int = _D["batch_size"],
@@ -88,6 +106,11 @@ def run_rank(
     Args:
         space: a space name (``s1``, ``nb201``, ...) or instance.
         teacher: teacher model name (default: the space's), or ``"none"`` for teacher-free proxies.
+        teacher_ckpt, teacher_init: a trained teacher's file (a ``diswot train`` checkpoint, which
+            names its architecture, or a state dict of ``teacher``'s network) and ``keep`` (its
+            default: the trained weights) or ``random`` (re-initialised per probe seed, the
+            paper's; the only choice for a name). Recorded with the file's digest: a run folder
+            refuses scores of other weights.
         proxies: ``"all"``, a comma list, or a list; ``"a+b"`` adds a rank-average ensemble.
         seeds: a count (seeds ``0..k-1``) or explicit seeds; every figure is reported as mean and std.
         target: one target or a comma list sharing a dataset (default: the space's default target and
@@ -125,6 +148,7 @@ def run_rank(
         engine=engine,
         data_root=data_root,
     )
+    _choose_teacher(plan, teacher, teacher_ckpt, teacher_init)
     parallel = backend != "local" or workers > 1
     check_backend(backend, address, gpus_per_task)
     if workers < (0 if backend == "ray" else 1):
@@ -266,6 +290,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         precision=str(stored_setting(first, "precision")),
         engine=str(first.get("engine", "auto")),
     )
+    plan.config = replace(plan.config, **{k: stored_setting(first, k) for k in WEIGHT_SETTINGS})
     scores: Scores = {}
     times: Times = {}
     for d in dirs:

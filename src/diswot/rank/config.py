@@ -56,6 +56,16 @@ class RankConfig:
     shard: tuple[int, int] | None = setting(None, resume="free", help="(i, n): every n-th from i")
     # Recorded for the record, not compared (a moved dataset is the same data).
     data_root: str | None = _probe("data_root", "free")
+    # The teacher's weights (diswot.scoring.teacher.WEIGHT_SETTINGS), added after the fields above.
+    teacher_ckpt: str | None = setting(
+        None,
+        resume="free",
+        help="the trained teacher's checkpoint (moved, the same digest resumes)",
+    )
+    teacher_sha256: str | None = setting(None, help="SHA-256 of the teacher checkpoint file")
+    teacher_init: str = setting(
+        "random", help="keep: the teacher's trained weights; random: re-initialised (the paper's)"
+    )
 
 
 #: Settings that change scores: a run folder refuses to mix runs that differ in any of them.

@@ -15,6 +15,7 @@ import torch
 from diswot.probe import NUMERICAL_FAILURES, Scorer, proxy_value
 from diswot.proxies import get_proxy
 from diswot.rank.plan import _Plan
+from diswot.scoring.teacher import reload_teacher
 
 #: One unit of work: an architecture, a seed and the proxies still missing for it.
 Task = tuple[str, int, list[str]]
@@ -79,11 +80,14 @@ def score_chunk(scorer: Scorer, chunk: Sequence[Task]) -> list[Record]:
 
 def build_teacher(plan: _Plan) -> torch.nn.Module | None:
     """The teacher, built with the target's class count (the Scorer's builder builds the space's
-    students); the Scorer re-initialises it under each probe seed."""
+    students); the Scorer re-initialises it under each probe seed unless its trained weights are
+    kept (``teacher_init`` keep: a checkpoint, read again here and checked against its digest)."""
     from diswot.models import create_model
 
-    teacher = plan.config.teacher
-    return None if teacher is None else create_model(teacher, num_classes=plan.config.num_classes)
+    c = plan.config
+    if c.teacher is not None and c.teacher_ckpt is not None:
+        return reload_teacher(c.teacher_ckpt, c.teacher, c.num_classes, c.teacher_sha256)
+    return None if c.teacher is None else create_model(c.teacher, num_classes=c.num_classes)
 
 
 def make_scorer(
@@ -106,6 +110,7 @@ def make_scorer(
         device=c.device,
         precision=c.precision,
         engine=c.engine,
+        teacher_init=c.teacher_init,
     )
 
 

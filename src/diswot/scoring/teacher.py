@@ -30,10 +30,15 @@ from diswot.scoring.numerics import strict_fp32
 
 __all__ = [
     "TEACHER_INITS",
+    "TARGET_CLASSES_FIX",
+    "WEIGHT_SETTINGS",
     "TeacherCache",
     "TeacherCheckpoint",
+    "TeacherChoice",
+    "choose_teacher",
     "load_teacher_checkpoint",
     "module_label",
+    "reload_teacher",
     "resolve_teacher_init",
     "teacher_cache",
     "weights_sha256",
@@ -42,6 +47,16 @@ __all__ = [
 #: ``--teacher-init``: ``keep`` scores a trained teacher (a checkpoint, a given module) with its own
 #: weights; ``random`` re-initialises it under each probe seed, the paper's setting.
 TEACHER_INITS: tuple[str, ...] = ("keep", "random")
+
+#: The ``settings.json`` fields of a search or rank run that record the teacher's weights
+#: (:meth:`TeacherChoice.settings`); a folder written before them read ``teacher_init`` random.
+WEIGHT_SETTINGS: tuple[str, ...] = ("teacher_ckpt", "teacher_sha256", "teacher_init")
+
+#: How a search or rank scores ``k`` classes (their class count comes from the target): the
+#: ``classes_fix`` of :func:`load_teacher_checkpoint`.
+TARGET_CLASSES_FIX = (
+    "--target fixes {n} classes: pick a target with {k}, or a teacher trained for {n}"
+)
 
 
 @dataclass
@@ -143,7 +158,9 @@ def resolve_teacher_init(
     if teacher_init is None:
         return "keep" if trained else "random"
     if teacher_init == "keep" and not trained:
-        what = "no teacher is given" if teacher is None else f"teacher {teacher!r} is a name"
+        what = (
+            "no trained teacher is given" if teacher is None else f"teacher {teacher!r} is a name"
+        )
         raise DiswotError(
             f"--teacher-init keep needs trained weights but {what}; pass --teacher-ckpt PATH "
             "(a teacher given by name alone is built untrained and initialised the paper's way)"
@@ -182,8 +199,8 @@ def load_teacher_checkpoint(
     under ``model``/``state_dict``/``net``, as other training scripts save it) of the network that
     ``teacher`` names, built for ``num_classes`` classes. Every failure is a one-line
     :class:`DiswotError` that says what the file holds and which flag fixes it: ``classes_fix``
-    (formatted with ``k``, the file's class count) tells how to score ``k`` classes where
-    ``--num-classes`` is not the way (a search or rank's class count comes from ``--target``).
+    (formatted with ``k``, the file's class count, and ``n``, ``num_classes``) tells how to score
+    ``k`` classes where ``--num-classes`` is not the way (:data:`TARGET_CLASSES_FIX`).
     """
     from diswot.distill.checkpoint import (
         FORMAT,
@@ -207,7 +224,7 @@ def load_teacher_checkpoint(
         if k != num_classes:
             raise DiswotError(
                 f"teacher checkpoint {file} holds a {arch} for {k} classes but {num_classes} are "
-                f"scored; {fix.format(k=k)}"
+                f"scored; {fix.format(k=k, n=num_classes)}"
             )
     elif teacher is None:
         raise DiswotError(
@@ -228,7 +245,7 @@ def load_teacher_checkpoint(
         if k != num_classes and state[head].shape[1] == own[head].shape[1]:
             raise DiswotError(
                 f"teacher checkpoint {file} holds a classifier for {k} classes ({head}) but "
-                f"{num_classes} are scored; {fix.format(k=k)}"
+                f"{num_classes} are scored; {fix.format(k=k, n=num_classes)}"
             )
     try:
         load_weights_into(model, state, f"teacher checkpoint {file}")
@@ -238,3 +255,63 @@ def load_teacher_checkpoint(
         ) from exc
     info = TeacherCheckpoint(str(file), file_sha256(file), arch, num_classes, kind)
     return model, info
+
+
+def reload_teacher(path: str | Path, arch: str, num_classes: int, sha256: str | None) -> nn.Module:
+    """The trained teacher a run recorded (``teacher_ckpt``, ``teacher`` and ``teacher_sha256`` of
+    its settings), read again where it is scored (a worker, a resumed run): refused in one line if
+    the file no longer has the digest the run recorded."""
+    model, info = load_teacher_checkpoint(path, arch, num_classes)
+    if sha256 is not None and info.sha256 != sha256:
+        raise DiswotError(
+            f"teacher checkpoint {info.path} has changed since this run recorded it (sha256 "
+            f"{sha256[:12]}, now {info.sha256[:12]}); restore that file or use another --out"
+        )
+    return model
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    """The teacher a search or rank run scores against and what its settings record of it."""
+
+    #: What the Scorer gets: the checkpoint's trained network, else the teacher as given.
+    teacher: str | nn.Module | None
+    #: ``keep`` or ``random`` (:func:`resolve_teacher_init`).
+    init: str
+    checkpoint: TeacherCheckpoint | None = None
+    #: The checkpoint file's digest, or a module's kept weights' (:func:`weights_sha256`).
+    sha256: str | None = None
+
+    def label(self, teacher: str | nn.Module | None) -> str | None:
+        """The ``teacher`` setting of ``teacher`` (this choice's, a default filled in): the
+        checkpoint's architecture, a name as it is, a module by :func:`module_label`."""
+        if self.checkpoint is not None:
+            return self.checkpoint.arch
+        return module_label(teacher) if isinstance(teacher, nn.Module) else teacher
+
+    def settings(self) -> dict[str, str | None]:
+        """The :data:`WEIGHT_SETTINGS` of ``settings.json``."""
+        path = self.checkpoint.path if self.checkpoint is not None else None
+        return dict(zip(WEIGHT_SETTINGS, (path, self.sha256, self.init)))
+
+
+def choose_teacher(
+    teacher: str | nn.Module | None,
+    ckpt: str | Path | None,
+    teacher_init: str | None,
+    num_classes: int,
+    *,
+    classes_fix: str | None = None,
+) -> TeacherChoice:
+    """The teacher of a run from what was asked: ``teacher`` (a name, a module, or ``None`` for
+    the run's default), ``ckpt`` (``--teacher-ckpt``) and ``teacher_init`` (``--teacher-init``),
+    with the one-line refusals of :func:`resolve_teacher_init` and
+    :func:`load_teacher_checkpoint`."""
+    init = resolve_teacher_init(teacher, teacher_init, ckpt)
+    if ckpt is None:
+        kept = isinstance(teacher, nn.Module) and init == "keep"
+        return TeacherChoice(teacher, init, sha256=weights_sha256(teacher) if kept else None)  # type: ignore[arg-type]
+    if isinstance(teacher, nn.Module):
+        raise DiswotError("give the teacher as a module or as a checkpoint file, not both")
+    model, info = load_teacher_checkpoint(ckpt, teacher, num_classes, classes_fix=classes_fix)
+    return TeacherChoice(model, init, info, info.sha256)

@@ -64,6 +64,8 @@ def run_search(
     space: str | SearchSpace = DEFAULTS["space"],
     *,
     teacher: str | nn.Module | None = None,
+    teacher_ckpt: str | Path | None = None,
+    teacher_init: str | None = None,
     target: str | None = None,
     algorithm: str | None = None,
     cycles: int | None = None,
@@ -104,6 +106,12 @@ def run_search(
         space: a registered space name (``s1``, ``nb201``, ...) or a :class:`SearchSpace` instance.
         teacher: model name for :func:`~diswot.models.create_model` (built with the target's class
             count) or an ``nn.Module``; default ``space.default_teacher``.
+        teacher_ckpt: a trained teacher's file: a ``diswot train`` checkpoint (naming its
+            architecture, so ``teacher`` may be left out) or a state dict of ``teacher``'s network.
+        teacher_init: ``keep`` (the default for a checkpoint or a module: their own weights) or
+            ``random`` (re-initialised per probe seed, the paper's; the only choice for a name).
+            Recorded with the checkpoint's path and digest (``teacher_ckpt``, ``teacher_sha256``);
+            a resume with other weights is refused.
         target: the space's dataset target (fixes class count and resolution); default per space.
         algorithm: ``evolution`` | ``random`` | ``exhaustive``; default exhaustive for spaces of at
             most 1,000 archs, evolution otherwise.
@@ -170,13 +178,17 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
-    from diswot.probe import check_precision, module_label, resolve_engine
+    from diswot.probe import check_precision, resolve_engine
+    from diswot.scoring.teacher import TARGET_CLASSES_FIX, choose_teacher
 
     check_precision(precision)
     engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
     # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
     device = str(resolve_device(device)) if backend == "local" else parse_device(device)
-    teacher = sp.default_teacher if teacher is None else teacher
+    chosen = choose_teacher(
+        teacher, teacher_ckpt, teacher_init, spec.num_classes, classes_fix=TARGET_CLASSES_FIX
+    )
+    teacher = sp.default_teacher if chosen.teacher is None else chosen.teacher
     if objective is None:
         from diswot.proxies import get_proxy, resolve_proxies
 
@@ -197,7 +209,7 @@ def run_search(
         target=target,
         num_classes=spec.num_classes,
         image_size=spec.image_size,
-        teacher=teacher if isinstance(teacher, str) else module_label(teacher),
+        teacher=chosen.label(teacher),
         objective=objective_name,
         algorithm=algorithm,
         seed=int(seed),
@@ -215,6 +227,7 @@ def run_search(
         flop_convention=sp.flop_convention,
         precision=precision,
         engine=engine,
+        **chosen.settings(),
     )
 
     out = Path(out_dir) if out_dir is not None else None
@@ -235,6 +248,7 @@ def run_search(
             space=sp, teacher=teacher, proxy=objective_name, num_classes=spec.num_classes,
             image_size=spec.image_size, seeds=seed_list, batch_size=batch_size, init=init,
             data=data, data_root=data_root, device=device, precision=precision, engine=engine,
+            teacher_init=chosen.init,
         )  # fmt: skip
         # Built here too, on a pool as well: a bad teacher fails now, with its own message.
         objective = factory.objective()

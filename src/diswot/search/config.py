@@ -68,6 +68,18 @@ class SearchConfig:
     )
     workers: int = setting(1, resume="free", help="processes or Ray actors scoring candidates")
     backend: str = setting("local", resume="free", help="local or ray")
+    # The teacher's weights (diswot.scoring.teacher.WEIGHT_SETTINGS), added after the fields above.
+    teacher_ckpt: str | None = setting(
+        None,
+        resume="free",
+        help="the trained teacher's checkpoint (moved, the same digest resumes)",
+    )
+    teacher_sha256: str | None = setting(
+        None, help="SHA-256 of the teacher checkpoint file, or of a teacher module's kept weights"
+    )
+    teacher_init: str = setting(
+        "random", help="keep: the teacher's trained weights; random: re-initialised (the paper's)"
+    )
 
 
 #: The settings a resumed run must share with the run it continues.

@@ -104,6 +104,7 @@ class ProxyObjectiveFactory:
     device: str
     precision: str = "fp32"
     engine: str = "auto"
+    teacher_init: str | None = None
 
     def objective(self) -> ProxyObjective:
         """The objective, its teacher built for every probe seed, so that a teacher that does not
@@ -125,6 +126,7 @@ class ProxyObjectiveFactory:
             device=self.device,
             precision=self.precision,
             engine=self.engine,
+            teacher_init=self.teacher_init,
         )
         if spec.needs_teacher:
             for s in self.seeds:
