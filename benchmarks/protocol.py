@@ -94,6 +94,7 @@ def make_scorer(job: Job, seed: int) -> Scorer:
     teacher = create_model(job.teacher, num_classes=job.num_classes)
     return Scorer(
         teacher,
+        teacher_init="random",  # the paper's random teacher, as these figures were made
         num_classes=job.num_classes,
         batch_size=BATCH,
         seeds=(seed,),

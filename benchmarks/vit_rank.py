@@ -52,6 +52,7 @@ def _scorer(
     classifier, default_feature = space.feature_hooks
     return Scorer(
         teacher,
+        teacher_init="random",  # the paper's random teacher, as these figures were made
         num_classes=spec.num_classes,
         batch_size=batch_size,
         seeds=seeds,
