@@ -9,6 +9,11 @@ scored at that space's default teacher, class count and resolution unless option
 ``--teacher-ckpt`` scores against a trained teacher (``--teacher-init keep``, its default), read by
 :func:`~diswot.scoring.teacher.load_teacher_checkpoint`; a search that scored with one hands it on
 through its ``result.json`` unless a teacher is named here.
+
+A composite proxy (``--proxy az_nas``, :mod:`diswot.proxies.composite`) ranks its terms against a
+reference sample of the student's search space: ``--space``, else the space of a ``result.json`` or
+of a space's own architecture. ``--proxy default`` names the default rule; the JSON says what it
+resolved to.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from diswot.distill.trainer import resolve_student
 from diswot.errors import DiswotError
 from diswot.models import is_model_name
 from diswot.models.nb201 import is_arch_string
-from diswot.proxies import PROXIES, resolve_proxies
+from diswot.proxies import PROXIES, get_proxy, resolve_proxies
 from diswot.runfolder import stored_setting
 from diswot.runtime import torch_threads
 from diswot.scoring import Scorer
@@ -106,7 +111,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--proxy",
         default=None,
         help="comma list of proxies to report beside the DisWOT components (default diswot; a "
-        "result.json: its search's objective)",
+        "result.json: its search's objective; 'default': the default rule)",
+    )
+    p.add_argument(
+        "--space",
+        default=None,
+        help="the student's search space, whose reference sample composite proxies such as "
+        "az_nas rank their terms against (default: a result.json's or a space architecture's)",
     )
     add_probe_args(
         p,
@@ -277,7 +288,10 @@ def _run(args: argparse.Namespace) -> int:
         engine=opts["engine"],
     )
     teacher, trained = _teacher(args, st, opts, origin, probe.num_classes)
-    space = get_space(st.builder_space) if st.builder_space is not None else None
+    names = resolve_proxies(str(opts["proxy"]))
+    composites = [n for n in names if get_proxy(n).needs_space]
+    space_name = args.space or st.builder_space or (st.space if composites else None)
+    space = get_space(space_name) if space_name is not None else None
     if space is not None:
         # Built, hooked and costed as its search did (a ViT: class-form semantic term, the
         # teacher at its own resolution, the final patch tokens as the relation feature).
@@ -294,9 +308,9 @@ def _run(args: argparse.Namespace) -> int:
             if convention == "nb201"
             else "multiply-adds of conv/linear layers"
         )
-    names = resolve_proxies(str(opts["proxy"]))
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
     res = scorer.score(student, proxies)
+    references = {n: scorer.reference(n).settings() for n in composites}
     comps = {"ms": res.values["ms"], "mr": res.values["mr"]}
     winner = st.winner or {}
     if args.json:
@@ -308,6 +322,9 @@ def _run(args: argparse.Namespace) -> int:
                 "components": comps,
                 "std": res.std,
                 "proxies": {k: v for k, v in res.values.items() if k not in ("ms", "mr")},
+                "proxy": opts["proxy"],
+                "resolved": ",".join(names),
+                "references": references or None,
                 # What it was scored under and where that came from (see --help).
                 "batch_size": probe.batch_size,
                 "init": probe.init,
@@ -355,5 +372,10 @@ def _run(args: argparse.Namespace) -> int:
     for k, v in res.values.items():
         if k not in ("diswot", "ms", "mr"):
             print(f"  {k}: {v:.6g}")
+    for n, ref in references.items():
+        print(
+            f"  {n} reference: {ref['size']} {space_name} architectures drawn with seed "
+            f"{ref['seed']} ({ref['hash']})"
+        )
     print(f"  params {res.params:,}  FLOPs {res.flops / 1e6:.2f} M, {conv_text}")
     return 0

@@ -41,15 +41,18 @@ def resolve_proxies(
 ) -> list[str]:
     """Turn ``"all"``, ``"a,b"`` or a list into validated proxy names (teacher-needing ones checked).
 
+    ``default`` names :data:`~diswot.proxies.composite.DEFAULT_PROXY`. ``all`` leaves out the
+    composites (each is ranked against a reference sample scored for it; name them to get them).
     For a space without BatchNorm (``has_batchnorm=False``; ``space`` names it in messages), ``all``
     skips the proxies that need BN statistics with a one-line note on stderr, and naming one of them
     is an error.
     """
     names = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [n.strip().lower() for n in names if n.strip()]
+    names = [resolve_alias(n.strip().lower()) for n in names if n.strip()]
     where = f"space '{space}'" if space else "this space"
     if names == ["all"]:
         names = [n for n in list_proxies() if has_teacher or not PROXIES.get(n).needs_teacher]
+        names = [n for n in names if not PROXIES.get(n).needs_space]  # composites: named only
         skipped = [n for n in names if not has_batchnorm and PROXIES.get(n).needs_batchnorm]
         if skipped:
             names = [n for n in names if n not in skipped]
@@ -130,9 +133,12 @@ _BUILTIN_MODULES = (
     "diswot.proxies.meco",
     "diswot.proxies.swap",
     "diswot.proxies.zico",
+    "diswot.proxies.composite",  # last: composites name the proxies above as terms
 )
 for _m in _BUILTIN_MODULES:
     importlib.import_module(_m)
+
+from diswot.proxies.composite import resolve_alias  # noqa: E402  (registers after the terms)
 
 __all__ = [
     "PROXIES",

@@ -31,6 +31,9 @@ class ProxySpec:
     #: Built on BatchNorm statistics (zen's BN-variance rescaling): meaningless for a space whose
     #: networks have no BatchNorm (``SearchSpace.has_batchnorm = False``, the ViTs).
     needs_batchnorm: bool = False
+    #: Ranks its terms against a reference sample of a search space (a composite,
+    #: :mod:`diswot.proxies.composite`): it needs the scorer's space, and ``all`` leaves it out.
+    needs_space: bool = False
     doc: str = ""
 
     @property

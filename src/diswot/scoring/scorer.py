@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,9 @@ from diswot.scoring.numerics import (
 )
 from diswot.scoring.student import StudentLike, StudentProbe
 from diswot.scoring.teacher import TeacherCache, resolve_teacher_init, teacher_cache
+
+if TYPE_CHECKING:
+    from diswot.scoring.reference import ReferenceSample
 
 __all__ = ["ScoreResult", "Scorer"]
 
@@ -166,6 +169,10 @@ class Scorer:
         self.batch = ProbeBatches(self.config, self.device, self.layout)
         self._supernet_factory = supernet
         self._supernet: Supernet | None = None
+        #: The search space wired in (``None`` without one): composites draw their reference
+        #: samples from it (:meth:`reference`).
+        self.space = space
+        self._references: dict[str, ReferenceSample] = {}
         self._teachers: dict[int, TeacherCache] = {}
         #: (student, network) of the last evaluation, for the next one to recycle.
         self._spare: tuple[str, nn.Module] | None = None
@@ -312,6 +319,18 @@ class Scorer:
             x, y = self.batch(seed)
             self._teachers[seed] = teacher_cache(model, x, y, self.config, t0)
         return self._teachers[seed]
+
+    def reference(self, name: str, seed: int | None = None) -> ReferenceSample:
+        """The reference sample composite proxy ``name`` ranks its terms against, holding every
+        probe seed of this scorer (and ``seed``): from the user's cache, else scored here once and
+        cached (:mod:`diswot.scoring.reference`). Without a space, a one-line error."""
+        from diswot.scoring.reference import load_reference
+
+        sample = self._references.get(name)
+        seeds = [*self.seeds, *([] if seed is None else [seed])]
+        if sample is None or any(s not in sample.values for s in seeds):
+            sample = self._references[name] = load_reference(self, name, seeds)
+        return sample
 
     def cost(self, spec: StudentLike, model: nn.Module | None = None) -> ModelCost:
         """Parameters and FLOPs of a student: from its name (the coster), else of its network."""

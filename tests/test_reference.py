@@ -1,0 +1,263 @@
+"""Composite proxies ranked against a reference sample (diswot.proxies.composite,
+diswot.scoring.reference): the mid-rank CDF by hand, the cache (reuse, growth by seeds, resume of a
+half-built sample, a corrupt file), and the promise that one candidate scores the same number
+alone (``diswot score``), inside a rank of other architectures and inside a search, on s1 and
+nb201. Small references (``K`` of 5 or 6) and cheap terms keep it fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diswot.cli import main
+from diswot.errors import DiswotError
+from diswot.proxies import PROXIES, get_proxy, resolve_proxies
+from diswot.proxies.composite import (
+    COMPOSITES,
+    DEFAULT_PROXY,
+    Composite,
+    log_cdf_sum,
+    mid_rank_cdf,
+    oriented,
+    register_composite,
+    resolve_aliases,
+)
+from diswot.scoring import Scorer
+from diswot.scoring.reference import REFERENCE, ReferenceSample, cache_dir, load_reference
+from diswot.spaces import get_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: A cheap composite: a cost, a forward statistic and a gradient one (each its own orientation).
+CHEAP = "t_cheap_ref"
+if CHEAP not in COMPOSITES:
+    register_composite(CHEAP, ("params", "nwot", "synflow"), size=6, seed=3)
+#: The same terms with a teacher term that is lower-is-better (``mr``).
+TEACHER = "t_teacher_ref"
+if TEACHER not in COMPOSITES:
+    register_composite(TEACHER, ("mr", "params"), size=5, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test builds its references in a folder of its own, never the user's cache."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("DISWOT_CACHE", str(folder))
+    return folder
+
+
+class Counting:
+    """Counts the evaluations a Scorer runs (the reference builds score through ``evaluate``);
+    with ``stop_after``, interrupts the build like a kill after that many."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -> None:
+        self.calls = 0
+        self.stop_after = stop_after
+        real = Scorer.evaluate
+
+        def evaluate(scorer: Scorer, student, proxies, seed):  # noqa: ANN001, ANN202
+            if self.stop_after is not None and self.calls >= self.stop_after:
+                raise KeyboardInterrupt
+            self.calls += 1
+            return real(scorer, student, proxies, seed)
+
+        monkeypatch.setattr(Scorer, "evaluate", evaluate)
+
+
+def _scorer(space: str = "s1", teacher: str | None = None, seeds: int = 1) -> Scorer:
+    sp = get_space(space)
+    classes = sp.dataset(None).num_classes
+    return Scorer(teacher, num_classes=classes, batch_size=8, seeds=seeds, space=sp)
+
+
+# -- the maths -------------------------------------------------------------------------------------
+def test_mid_rank_cdf_by_hand() -> None:
+    ref = np.sort(oriented([3.0, 1.0, 2.0, 2.0], 1.0))
+    assert mid_rank_cdf(2.0, ref) == pytest.approx((1 + 0.5 * 2 + 0.5) / 5)  # ties count half
+    assert mid_rank_cdf(0.0, ref) == pytest.approx(0.5 / 5)  # below all: never 0
+    assert mid_rank_cdf(9.0, ref) == pytest.approx(4.5 / 5)  # above all: never 1
+    assert mid_rank_cdf(1.5, ref) == pytest.approx(1.5 / 5)
+
+
+def test_non_finite_values_rank_lowest_tied_with_each_other() -> None:
+    ref = np.sort(oriented([math.nan, 1.0, math.inf, 2.0], 1.0))  # nan and inf: -inf
+    assert list(ref[:2]) == [-math.inf, -math.inf]
+    low = float(oriented([math.nan], 1.0)[0])
+    assert mid_rank_cdf(low, ref) == pytest.approx((0 + 0.5 * 2 + 0.5) / 5)
+    assert mid_rank_cdf(-1e300, ref) == pytest.approx((2 + 0.5) / 5)  # finite beats non-finite
+
+
+def test_orientation_and_the_log_sum() -> None:
+    # A lower-is-better term is negated first: the smallest raw value ranks highest.
+    ref = np.sort(oriented([1.0, 2.0, 3.0], -1.0))
+    assert mid_rank_cdf(float(oriented([1.0], -1.0)[0]), ref) == pytest.approx(3.0 / 4)
+    cols = [np.sort(oriented([1.0, 2.0, 3.0], 1.0)), ref]
+    got = log_cdf_sum([2.0, float(oriented([3.0], -1.0)[0])], cols)
+    assert got == pytest.approx(math.log(2.0 / 4) + math.log(1.0 / 4))
+
+
+def test_a_sample_aggregates_raw_term_values() -> None:
+    comp = Composite("hand", ("params", "ms"), size=4)  # ms: lower is better
+    assert comp.signs == (1.0, -1.0)
+    values = np.array([[1.0, 0.4], [2.0, 0.3], [3.0, math.nan], [4.0, 0.1]])
+    sample = ReferenceSample(comp, {"k": 1}, ["a", "b", "c", "d"], {0: values})
+    assert sample.percentiles(0, [2.0, 0.3]) == pytest.approx([2.0 / 5, 3.0 / 5])
+    # A NaN ms ties with the reference's NaN at the bottom.
+    assert sample.percentiles(0, [5.0, math.nan]) == pytest.approx([4.5 / 5, 1.0 / 5])
+    assert sample.aggregate(0, [2.0, 0.3]) == pytest.approx(math.log(0.4) + math.log(0.6))
+    with pytest.raises(KeyError, match="seed 1"):
+        sample.aggregate(1, [2.0, 0.3])
+
+
+def test_a_composite_registers_as_a_proxy_with_its_terms_needs() -> None:
+    spec = get_proxy(CHEAP)
+    assert spec.needs_space and spec.higher_is_better and spec.needs_grad  # synflow
+    assert not spec.needs_teacher
+    assert get_proxy(TEACHER).needs_teacher
+    for name in ("az_nas", "vkdnw_agg"):  # the published aggregates, population-free
+        assert get_proxy(name).needs_space
+    assert not any(PROXIES.get(n).needs_space for n in resolve_proxies("all"))
+    with pytest.raises(DiswotError, match="twice"):
+        register_composite("t_bad", ("params", "params"))
+    with pytest.raises(DiswotError, match="composite 't_cheap_ref' as a term"):
+        register_composite("t_bad", ("params", CHEAP))
+    with pytest.raises(DiswotError, match="unknown proxy"):
+        register_composite("t_bad", ("nope",))
+
+
+def test_default_names_one_rule() -> None:
+    assert resolve_proxies("default") == [DEFAULT_PROXY]
+    assert resolve_aliases("default,params+default") == f"{DEFAULT_PROXY},params+{DEFAULT_PROXY}"
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+def test_without_a_space_the_error_names_the_flag() -> None:
+    scorer = Scorer(None, num_classes=100, batch_size=8)
+    with pytest.raises(DiswotError, match="pass --space NAME") as err:
+        scorer.score("313", [CHEAP])
+    assert "\n" not in str(err.value)
+
+
+def test_built_once_then_read(monkeypatch: pytest.MonkeyPatch, private_cache: Path) -> None:
+    count = Counting(monkeypatch)
+    first = _scorer().reference(CHEAP)
+    assert count.calls == 6 and first.size == 6
+    files = sorted(p.name for p in (private_cache / "references").iterdir())
+    assert files == [f"{CHEAP}-{first.hash}.json", f"{CHEAP}-{first.hash}.lock"]  # journal gone
+    again = _scorer().reference(CHEAP)  # a new scorer: read from the cache, nothing rescored
+    assert count.calls == 6
+    assert again.archs == first.archs and np.array_equal(again.values[0], first.values[0])
+    rng, s1 = random.Random(3), get_space("s1")
+    assert first.archs == [s1.sample(rng) for _ in range(6)]  # the space's own seeded draws
+    assert cache_dir() == private_cache
+
+
+def test_more_seeds_grow_the_same_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    one = _scorer().reference(CHEAP)
+    count = Counting(monkeypatch)
+    two = _scorer(seeds=2).reference(CHEAP)
+    assert count.calls == 6  # only seed 1 was scored
+    assert two.hash == one.hash and sorted(two.values) == [0, 1]
+    assert np.array_equal(two.values[0], one.values[0])
+
+
+def test_a_killed_build_continues_where_it_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, private_cache: Path
+) -> None:
+    monkeypatch.setenv("DISWOT_CACHE", str(tmp_path / "clean"))
+    clean = _scorer().reference(CHEAP)
+    monkeypatch.setenv("DISWOT_CACHE", str(private_cache))
+    with monkeypatch.context() as m:
+        Counting(m, stop_after=4)
+        with pytest.raises(KeyboardInterrupt):
+            _scorer().reference(CHEAP)
+    journal = private_cache / "references" / f"{CHEAP}-{clean.hash}.jsonl"
+    assert len(journal.read_text().splitlines()) == 4
+    assert not journal.with_suffix(".json").exists()
+    with journal.open("a") as fh:
+        fh.write('{"seed": 0, "index": 4, "arch": "1')  # killed mid-write
+    count = Counting(monkeypatch)
+    resumed = _scorer().reference(CHEAP)
+    assert count.calls == 2  # the torn record and the last one
+    assert resumed.archs == clean.archs and np.array_equal(resumed.values[0], clean.values[0])
+    assert not journal.exists()
+
+
+def test_a_corrupt_cache_file_is_rebuilt_with_a_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    built = _scorer().reference(CHEAP)
+    path = cache_dir() / "references" / f"{CHEAP}-{built.hash}.json"
+    path.write_text('{"format": 1, "values": ')
+    capsys.readouterr()
+    count = Counting(monkeypatch)
+    rebuilt = _scorer().reference(CHEAP)
+    assert count.calls == 6
+    err = capsys.readouterr().err
+    assert "is unusable" in err and "rebuilding it" in err
+    assert np.array_equal(rebuilt.values[0], built.values[0])
+    json.loads(path.read_text())  # whole again
+
+
+def test_the_key_follows_what_changes_values() -> None:
+    base = _scorer().reference(CHEAP)
+    assert base.key["teacher"] is None  # no term reads the teacher: one sample for every teacher
+    with_teacher = Scorer(
+        "resnet8", num_classes=100, batch_size=8, space=get_space("s1")
+    ).reference(CHEAP)
+    assert with_teacher.hash == base.hash
+    other_batch = Scorer(None, num_classes=100, batch_size=6, space=get_space("s1"))
+    assert other_batch.reference(CHEAP).hash != base.hash
+    t8 = Scorer("resnet8", num_classes=100, batch_size=8, space=get_space("s1"))
+    t14 = Scorer("resnet14", num_classes=100, batch_size=8, space=get_space("s1"))
+    assert t8.reference(TEACHER).key["teacher"] == "resnet8"
+    assert t8.reference(TEACHER).hash != t14.reference(TEACHER).hash
+
+
+def test_a_value_is_its_terms_ranked_against_the_sample() -> None:
+    scorer = _scorer()
+    res = scorer.score("313", [CHEAP, "params", "nwot", "synflow"])
+    sample = scorer.reference(CHEAP)
+    terms = [res.values[t] for t in ("params", "nwot", "synflow")]
+    assert res.values[CHEAP] == sample.aggregate(0, terms)
+    # A network of the sample ties with itself: it gets its mid-rank, never 0 or 1.
+    inside = sample.archs[0]
+    p = sample.percentiles(0, list(sample.values[0][0]))
+    assert all(0 < x < 1 for x in p)
+    assert _scorer().score(inside, [CHEAP]).values[CHEAP] == pytest.approx(
+        sum(math.log(x) for x in p)
+    )
+
+
+def test_load_reference_takes_a_name_or_a_composite() -> None:
+    scorer = _scorer()
+    a = load_reference(scorer, CHEAP, [0])
+    b = load_reference(scorer, COMPOSITES.get(CHEAP), [0])
+    assert a.hash == b.hash and a.to_dict() == b.to_dict()
+    assert REFERENCE == "reference.json"
+
+
+# -- through the CLI -----------------------------------------------------------------------------
+def _score_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["score", "--batch-size", "8", "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_score_says_what_default_resolved_to(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _score_json(capsys, "--student", "313", "--teacher", "resnet8", "--proxy", "default")
+    assert (out["proxy"], out["resolved"]) == ("default", DEFAULT_PROXY)
+    assert out["proxies"][DEFAULT_PROXY] == out["score"]
+    plain = _score_json(capsys, "--student", "313", "--teacher", "resnet8")
+    assert (plain["proxy"], plain["resolved"], plain["score"]) == ("diswot", "diswot", out["score"])
+
+
+def test_score_needs_a_space_for_a_composite(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "--student", "313", "--batch-size", "8", "--proxy", CHEAP]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diswot: error:") and "--space" in err and "\n" not in err
