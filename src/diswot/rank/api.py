@@ -19,7 +19,7 @@ from diswot.rank.config import FIXED_SETTINGS, RankConfig
 from diswot.rank.evaluate import ChunkScorerFactory, build_teacher, make_scorer, score_tasks
 from diswot.rank.naslib import add_reference
 from diswot.rank.outputs import write_outputs
-from diswot.rank.plan import _Plan, _plan
+from diswot.rank.plan import _Plan, _plan, size_notes
 from diswot.rank.result import RankResult, correlate_all
 from diswot.rank.store import (
     SCORES,
@@ -245,6 +245,7 @@ def _finish(
     if records:
         result.total_seconds_per_arch = float(np.mean([sum(r.values()) for r in records]))
     result.correlations = correlate_all(result)
+    size_notes(plan, len(archs))
     add_reference(result, plan.space.name)
     result.seconds = seconds
     if out:

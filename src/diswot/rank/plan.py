@@ -7,6 +7,7 @@ Everything a user can get wrong fails here, in one line, before the run folder i
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,11 +73,23 @@ def read_archs_file(path: str | Path, space: SearchSpace) -> list[str]:
     NASLib-based tools can be scored as they are.
     """
     p = Path(path)
+    if p.is_dir():
+        raise DiswotError(
+            f"--archs {p} is a folder; give a text file with one architecture per line"
+        )
     if not p.is_file():
         raise DiswotError(f"--archs file {p} not found; give a file with one architecture per line")
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # a BOM some editors write is not an arch
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DiswotError(
+            f"--archs file {p} is not UTF-8 text (line {line}, byte 0x{exc.object[exc.start]:02x}); "
+            "give a plain-text file with one architecture per line"
+        ) from None
     archs: list[str] = []
     lines: list[str] = []
-    for i, raw in enumerate(p.read_text().splitlines(), start=1):
+    for i, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -151,6 +164,8 @@ class _Plan:
     ensembles: dict[str, list[str]]
     seeds: list[int]
     shard: tuple[int, int] | None
+    #: The ``sample`` asked for when it exceeded the space's architectures (all were taken).
+    capped: int | None = None
 
     @property
     def settings(self) -> dict:
@@ -270,6 +285,7 @@ def _plan(
     ds = sp.dataset(targets[0])
     truth = {t: sp.ground_truth(t) for t in targets}
     arch_list = _arch_list(sp, archs, sample, sample_seed)
+    capped = sample if archs is None and sample is not None and sample > len(arch_list) else None
     arch_list = _fit_targets(sp, target, targets, truth, arch_list, archs is not None)
     names, ensembles = parse_proxies(proxies, has_teacher=teacher is not None, space=sp)
     shard_t = parse_shard(shard)
@@ -295,4 +311,30 @@ def _plan(
         shard=shard_t,
         data_root=str(Path(data_root).expanduser()) if data_root else None,
     )
-    return _Plan(sp, config, arch_list, targets, truth, names, ensembles, seed_list, shard_t)
+    return _Plan(
+        sp, config, arch_list, targets, truth, names, ensembles, seed_list, shard_t, capped
+    )
+
+
+#: Below this many architectures a rank correlation is mostly chance, and ``rank`` says so.
+FEW_ARCHS = 10
+
+
+def size_notes(plan: _Plan, ranked: int) -> None:
+    """Say, once a run has scored, what its size means: a ``--sample`` larger than the space's
+    ground truth ranked everything there is, and a correlation over fewer than :data:`FEW_ARCHS`
+    architectures is mostly chance (a random order has Kendall's tau 1 with probability
+    ``1/n!``). Printed after the run's checks, so a one-line error is never preceded by them."""
+    if plan.capped is not None:
+        print(
+            f"diswot: note: space '{plan.space.name}' has {len(plan.archs)} architectures with "
+            f"ground truth; --sample {plan.capped} ranked all {len(plan.archs)}",
+            file=sys.stderr,
+        )
+    if ranked < FEW_ARCHS:
+        print(
+            f"diswot: warning: only {ranked} architectures ranked: their correlations are mostly "
+            f"chance (a random order has Kendall tau 1 with probability "
+            f"1/{math.factorial(ranked):,}); rank at least {FEW_ARCHS} (--sample or --archs)",
+            file=sys.stderr,
+        )

@@ -141,7 +141,8 @@ def run_search(
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
             :data:`~diswot.probe.ENGINES`); the same scores either way, so a resume may change it.
         on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
-            workers started, just before the run folder is written (the CLI announces it there).
+            workers started and the run folder made, before anything is written in it (the CLI
+            announces the folder there, so a folder that cannot be made is never announced).
     """
     t0 = time.perf_counter()
     sp = get_space(space)
@@ -264,9 +265,9 @@ def run_search(
             cfg, in_flight=in_flight or n_workers or 1, workers=n_workers, backend=backend
         )
         if out is not None:
+            run_folder(out)  # first: nothing may announce a folder that cannot be made
             if on_start is not None:
                 on_start(out)
-            run_folder(out)
             write_settings(out, to_settings(cfg))
         searcher = SEARCHERS[algorithm].from_config(admission, random.Random(int(seed)), cfg)
         journal = candidate_journal(out / CANDIDATES) if out is not None else None
