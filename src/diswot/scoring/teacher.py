@@ -247,6 +247,9 @@ def load_teacher_checkpoint(
                 f"teacher checkpoint {file} holds a classifier for {k} classes ({head}) but "
                 f"{num_classes} are scored; {fix.format(k=k, n=num_classes)}"
             )
+    # BatchNorm's step counters are absent from some published files (torchvision's); no score
+    # depends on them, so the built network's own stand in rather than refusing the file.
+    state = {**{n: t for n, t in own.items() if n.endswith(".num_batches_tracked")}, **state}
     try:
         load_weights_into(model, state, f"teacher checkpoint {file}")
     except DiswotError as exc:
