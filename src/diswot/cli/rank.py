@@ -8,6 +8,7 @@ from pathlib import Path
 from diswot.cli._common import add_backend_args, add_probe_args, print_json
 from diswot.config import defaults
 from diswot.data import check_root_is_read
+from diswot.proxies.composite import resolve_aliases
 from diswot.rank import RankConfig, RankResult, merge_runs, parse_shard, run_rank
 from diswot.runtime import torch_threads
 
@@ -31,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--proxy",
         default=proxies,
-        help="'all' or a comma list of proxies; 'a+b' adds a rank-average ensemble "
-        f"(params and flops always; default {proxies})",
+        help="'all' or a comma list of proxies; 'a+b' adds a rank-average ensemble; 'default' "
+        f"names the default rule (params and flops always; default {proxies})",
     )
     p.add_argument(
         "--target",
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
                 "targets": res.targets,
                 "n_archs": len(res.archs),
                 "seeds": res.seeds,
+                "proxy": args.proxy,
+                "resolved": resolve_aliases(args.proxy),
                 "out": str(out),
                 "seconds": round(res.seconds, 2),
                 "correlations": res.correlations,
@@ -139,7 +142,7 @@ def _rank(args: argparse.Namespace, out: Path) -> RankResult:
         teacher=args.teacher,
         teacher_ckpt=args.teacher_ckpt,
         teacher_init=args.teacher_init,
-        proxies=args.proxy,
+        proxies=resolve_aliases(args.proxy),
         seeds=args.seeds,
         batch_size=args.batch_size,
         target=args.target,

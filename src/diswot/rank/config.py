@@ -66,6 +66,11 @@ class RankConfig:
     teacher_init: str = setting(
         "random", help="keep: the teacher's trained weights; random: re-initialised (the paper's)"
     )
+    # Grows with the composites named; each one's hash is checked on its own on resume
+    # (diswot.scoring.reference.check_references): a composite's scores need the same sample.
+    references: Mapping[str, Mapping] | None = setting(
+        None, resume="grow", help="reference samples of composite proxies: size, seed, hash, key"
+    )
 
 
 #: Settings that change scores: a run folder refuses to mix runs that differ in any of them.

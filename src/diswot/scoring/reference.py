@@ -42,7 +42,7 @@ from diswot.config import ProbeConfig, fixed_fields
 from diswot.errors import DiswotError
 from diswot.proxies.composite import Composite, get_composite, log_cdf_sum, mid_rank_cdf, oriented
 from diswot.proxies.registry import get_proxy
-from diswot.runfolder import Journal, atomic_write_json, json_float
+from diswot.runfolder import SETTINGS, Journal, atomic_write_json, json_float
 from diswot.scoring.numerics import proxy_value
 from diswot.scoring.teacher import module_label, weights_sha256
 
@@ -59,11 +59,14 @@ __all__ = [
     "REFERENCE",
     "ReferenceSample",
     "cache_dir",
+    "check_references",
     "install_references",
     "load_reference",
     "read_references",
+    "recorded_references",
     "reference_key",
     "reference_settings",
+    "run_references",
     "write_references",
 ]
 
@@ -395,6 +398,34 @@ def install_references(out: str | Path) -> None:
         with _locked(lock):
             if not path.is_file():
                 atomic_write_json(path, doc)
+
+
+def recorded_references(out: str | Path | None) -> dict[str, Any]:
+    """The ``references`` a run folder's ``settings.json`` records (``{}`` for none)."""
+    if out is None:
+        return {}
+    try:
+        meta = json.loads((Path(out) / SETTINGS).read_text())
+        return dict(meta["settings"].get("references") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def run_references(
+    scorer: Scorer | None, names: Iterable[str], out: str | Path | None
+) -> dict[str, ReferenceSample]:
+    """The samples of the composites among ``names`` that a run scores against, ready before its
+    first candidate: the run folder's copies (a resumed run) go back in the cache first, and the
+    samples its ``settings.json`` records must be the ones in use."""
+    composites = [n for n in dict.fromkeys(names) if get_proxy(n).needs_space]
+    if not composites or scorer is None:
+        return {}
+    if out is not None:
+        install_references(out)
+    samples = {n: scorer.reference(n) for n in composites}
+    if out is not None:
+        check_references(out, recorded_references(out), reference_settings(samples))
+    return samples
 
 
 def check_references(

@@ -80,6 +80,13 @@ class SearchConfig:
     teacher_init: str = setting(
         "random", help="keep: the teacher's trained weights; random: re-initialised (the paper's)"
     )
+    # Checked by hash on resume (diswot.scoring.reference.check_references), not by this rule: the
+    # samples are known only once the scorer is built, after the folder check.
+    references: dict[str, dict] | None = setting(
+        None,
+        resume="free",
+        help="reference samples of a composite objective: size, seed, hash and key",
+    )
 
 
 #: The settings a resumed run must share with the run it continues.

@@ -42,16 +42,18 @@ class ProxyObjective:
     """A registered proxy (DisWOT by default) as a search objective, oriented by the proxy's sign.
 
     For ``diswot`` the components ``ms`` and ``mr`` (the semantic and relation terms; they share its
-    forward pass) are recorded too.
+    forward pass) are recorded too, and for a composite its terms (computed for it anyway).
     """
 
     def __init__(self, scorer: Any, proxy: str = "diswot") -> None:
         from diswot.proxies import get_proxy
+        from diswot.proxies.composite import COMPOSITES
 
         self.spec = get_proxy(proxy)
         self.name = self.spec.name
         self.scorer = scorer
-        self.proxies = [self.name] + (["ms", "mr"] if self.name == "diswot" else [])
+        terms = COMPOSITES.get(self.name).terms if self.name in COMPOSITES else ()
+        self.proxies = [self.name] + (["ms", "mr"] if self.name == "diswot" else list(terms))
 
     def __call__(self, arch: str) -> Evaluation:
         res = self.scorer.score(arch, self.proxies)

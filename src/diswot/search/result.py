@@ -2,6 +2,9 @@
 
 The winner is decided from the scores alone (ranked by score, ties to the earlier candidate); the
 space's ground-truth table is read only afterwards, for the report, so it can never steer a search.
+The report then says how good the pick was (:func:`pick_report`): the winner's rank by accuracy
+among every admissible architecture of the space (enumerated where that is cheap, else among the
+candidates the search scored) and its regret, the best of them minus the winner's accuracy.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from pathlib import Path
 from diswot.errors import DiswotError
 from diswot.runfolder import SETTINGS, json_float, versions
 from diswot.search.budget import format_count
-from diswot.search.ledger import CANDIDATES, score_key
+from diswot.search.ledger import CANDIDATES, Admission, score_key
 from diswot.search.plot import PLOT
 from diswot.spaces import SearchSpace
 
 #: The run folder's result file (what :meth:`SearchResult.to_dict` holds).
 RESULT = "result.json"
+
+#: Enumerable spaces of at most this many architectures rank the pick among all admissible ones
+#: (each needs its cost; NB201's 15,625 have closed forms); larger spaces among the scored.
+PICK_ENUMERATE_UP_TO = 20_000
 
 
 @dataclass
@@ -40,6 +47,10 @@ class SearchResult:
     seconds: float
     loop_seconds: float = 0.0
     out_dir: Path | None = None
+    #: The winner's rank and regret by ground truth (:func:`pick_report`), ``None`` without one.
+    pick: dict | None = None
+    #: The objective as it was asked for (``default``, say); ``settings["objective"]`` resolves it.
+    proxy: str | None = None
 
     @property
     def n_scored(self) -> int:
@@ -50,6 +61,9 @@ class SearchResult:
             "winner": self.winner,
             "top": self.top,
             "ground_truth": self.ground_truth,
+            "pick": self.pick,
+            "proxy": self.proxy if self.proxy is not None else self.settings.get("objective"),
+            "resolved": self.settings.get("objective"),
             "budget": self.budget,
             "cost_convention": self.cost_convention,
             "n_scored": self.n_scored,
@@ -87,6 +101,8 @@ class SearchResult:
         if self.ground_truth:
             acc = ", ".join(f"{t} {v:.2f}%" for t, v in self.ground_truth.items())
             lines.append(f"truth   {acc} (shipped table, looked up after the search)")
+        if self.pick:
+            lines.append(f"pick    {pick_text(self.pick)}")
         if self.out_dir is not None:
             lines.append(f"files   {self.out_dir}/ ({SETTINGS}, {CANDIDATES}, {RESULT}, {PLOT})")
         return "\n".join(lines)
@@ -127,6 +143,72 @@ def decide(
     return winner, top, truth
 
 
+def admissible_pool(admission: Admission) -> list[str] | None:
+    """Every admissible architecture when the space enumerates at most
+    :data:`PICK_ENUMERATE_UP_TO` of them, else ``None`` (the pick is then ranked among the scored)."""
+    n = admission.space.size()
+    return admission.admissible() if n is not None and n <= PICK_ENUMERATE_UP_TO else None
+
+
+def pick_report(
+    winner: str,
+    space: SearchSpace,
+    target: str | None,
+    admissible: list[str] | None,
+    scored: list[str],
+) -> dict | None:
+    """How good the pick ``winner`` is by the space's shipped ground truth, after the decision.
+
+    For every target of the search target's dataset (S1: ``kd`` and ``cls``; NB201: the target
+    alone): the winner's rank by accuracy (1 = best; ties share the better rank) among
+    ``admissible`` (every admissible architecture) or, when that is ``None``, among ``scored``
+    (the candidates the search scored), counting those with ground truth, and its regret (the best
+    of them minus the winner's accuracy, in points). ``None`` when no target has the winner.
+    """
+    if not space.targets:
+        return None
+    spec = space.dataset(target)
+    pool = list(dict.fromkeys(admissible if admissible is not None else scored))
+    report: dict = {"among": "admissible" if admissible is not None else "scored", "n": len(pool)}
+    per_target: dict[str, dict] = {}
+    for t in space.targets:
+        if space.dataset(t) != spec:
+            continue
+        table = space.ground_truth(t)
+        known = [a for a in pool if a in table]
+        if winner not in table or not known:
+            continue
+        best = max(known, key=table.__getitem__)  # the first of equals, in pool order
+        acc = table[winner]
+        per_target[t] = {
+            "rank": 1 + sum(table[a] > acc for a in known),
+            "of": len(known),
+            "accuracy": acc,
+            "best": table[best],
+            "best_arch": best,
+            "regret": round(table[best] - acc, 6),
+        }
+    if not per_target:
+        return None
+    report["targets"] = per_target
+    return report
+
+
+def pick_text(pick: dict) -> str:
+    """The summary's ``pick`` line (after the ``truth`` line)."""
+    parts = [
+        f"{t}: rank {p['rank']} of {p['of']}, regret {p['regret']:.2f} "
+        f"(best {p['best']:.2f}%, {p['best_arch']})"
+        for t, p in pick["targets"].items()
+    ]
+    among = (
+        "all admissible architectures"
+        if pick["among"] == "admissible"
+        else f"the {pick['n']} scored candidates (the space is too large to enumerate)"
+    )
+    return f"{'; '.join(parts)}; among {among}, looked up after the decision"
+
+
 def check_scores(records: list[dict], objective: str, out: Path | None) -> None:
     """Refuse a search whose scores cannot pick a winner, and warn when they barely can.
 
@@ -152,4 +234,14 @@ def check_scores(records: list[dict], objective: str, out: Path | None) -> None:
         )
 
 
-__all__ = ["RESULT", "SearchResult", "check_scores", "decide", "public"]
+__all__ = [
+    "PICK_ENUMERATE_UP_TO",
+    "RESULT",
+    "SearchResult",
+    "admissible_pool",
+    "check_scores",
+    "decide",
+    "pick_report",
+    "pick_text",
+    "public",
+]
