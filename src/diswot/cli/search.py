@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diswot.cli._common import add_backend_args, add_probe_args, options_text, print_json
 from diswot.data import check_root_is_read
@@ -28,6 +29,9 @@ from diswot.search.config import (
 )
 from diswot.search.searchers import ALGORITHMS
 from diswot.spaces import list_spaces
+
+if TYPE_CHECKING:
+    from diswot.search.pareto.config import ParetoConfig
 
 #: ``diswot search`` with no arguments (the README's ``make run``). Per scored candidate this costs
 #: one batch-16 forward of a random NB201 cell (the ResNet56 teacher is scored once per seed).
@@ -154,10 +158,117 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "order, so the same seed and --in-flight give the same search on any backend",
     )
     add_backend_args(p)
+    _add_pareto_args(p)
     add_probe_args(p, teacher_default=None)
     # Unset by default so a resumed run's settings fill them; _FALLBACK supplies the real defaults.
     p.set_defaults(batch_size=None, seeds=None, init=None, data=None, device=None, precision=None)
     return p
+
+
+#: The Pareto search's options (dest -> ParetoConfig field; each is the field of the same name).
+_PARETO = (
+    "pareto",
+    "max_latency_ms",
+    "latency_batch",
+    "latency_warmup",
+    "latency_repeats",
+    "storage",
+    "study_name",
+)
+
+
+def _add_pareto_args(p: argparse.ArgumentParser) -> None:
+    """``--pareto`` and the options that only a Pareto search takes (all unset unless given)."""
+    from diswot.search.pareto.config import DEFAULTS as PD
+
+    g = p.add_argument_group(
+        "Pareto search",
+        "maximise the score and minimise costs with Optuna's NSGA-II (pip install "
+        "'diswot[pareto]'); writes pareto.json, pareto.csv and pareto.png, the winner being the "
+        "best score within the budgets",
+    )
+    g.add_argument(
+        "--pareto",
+        metavar="COSTS",
+        help="costs to minimise beside the score, comma-separated: params, flops, latency "
+        "(e.g. --pareto params,latency)",
+    )
+    g.add_argument(
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="latency budget (inclusive), measured per candidate on --device at --latency-batch",
+    )
+    g.add_argument(
+        "--latency-batch",
+        type=int,
+        metavar="N",
+        help=f"batch size latency is measured at (default {PD['latency_batch']})",
+    )
+    g.add_argument(
+        "--latency-warmup",
+        type=int,
+        metavar="N",
+        help=f"untimed runs before timing (default {PD['latency_warmup']})",
+    )
+    g.add_argument(
+        "--latency-repeats",
+        type=int,
+        metavar="N",
+        help=f"timed runs whose median is the latency (default {PD['latency_repeats']})",
+    )
+    g.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna RDB storage, e.g. sqlite:///study.db: the study resumes from it, several "
+        "machines can share it, optuna-dashboard shows it (default: in memory)",
+    )
+    g.add_argument(
+        "--study-name",
+        metavar="NAME",
+        help="the study's name in --storage (default diswot-<run folder name>); runs on several "
+        "machines that give the same name search one study",
+    )
+
+
+def _pareto_config(args: argparse.Namespace) -> ParetoConfig | None:
+    """The Pareto settings: explicit options over a resumed run's; ``None`` for other searches."""
+    from diswot.config import build
+    from diswot.search.pareto.config import KEY, ParetoConfig
+
+    given = {k: getattr(args, k, None) for k in _PARETO}
+    stored = dict(read_settings(args.resume).get(KEY) or {}) if args.resume else {}
+    if stored:
+        stored["pareto"] = stored.pop("costs", None)
+    values = {k: v for k, v in stored.items() if k in _PARETO and v is not None}
+    values.update({k: v for k, v in given.items() if v is not None})
+    if "pareto" not in values:
+        extra = [k for k in _PARETO if given[k] is not None]
+        if extra:
+            raise DiswotError(
+                f"--{extra[0].replace('_', '-')} belongs to the Pareto search; add --pareto COSTS"
+            )
+        return None
+    values["costs"] = values.pop("pareto")
+    return build(ParetoConfig, **values)
+
+
+def _pareto_line(c: ParetoConfig, opts: dict[str, object]) -> str:
+    """What the Pareto search trades off and how latency is measured, before it starts."""
+    from diswot.search.pareto.front import parse_costs
+
+    line = (
+        f"Pareto search with Optuna's NSGA-II (population {opts['population']}): maximise "
+        f"{opts['proxy']}, minimise {', '.join(parse_costs(c.costs))}"
+    )
+    if c.measures_latency:
+        line += (
+            f"; latency = median of {c.latency_repeats} runs after {c.latency_warmup} warm-up, "
+            f"batch {c.latency_batch}, eval mode, fp32, on {opts['device']}"
+        )
+    if c.max_latency_ms is not None:
+        line += f", at most {c.max_latency_ms:g} ms"
+    return line
 
 
 def _from_settings(s: dict) -> dict[str, object]:
@@ -242,6 +353,10 @@ def _describe(opts: dict[str, object]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     opts, quick = resolve_options(args)
+    pareto = _pareto_config(args)
+    if pareto is not None:
+        # NSGA-II is the Pareto search's algorithm; another one named explicitly is refused there.
+        opts["algorithm"] = args.algorithm or "nsga2"
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise DiswotError("--out and --resume name different folders; give only --resume DIR")
     out = Path(str(args.resume or opts.get("out") or default_out_dir(str(opts["space"]))))
@@ -253,11 +368,13 @@ def run(args: argparse.Namespace) -> int:
         if quick and not args.resume:
             print(
                 "diswot search: no option says what to search, running the quick default: "
-                + options_text(QUICK_DEFAULT),
+                + options_text({**QUICK_DEFAULT, "algorithm": opts["algorithm"]}),
                 file=sys.stderr,
             )
         elif not args.resume:
             print(f"diswot search: {_describe(opts)}", file=sys.stderr)
+        if pareto is not None and not args.resume:
+            print(f"diswot search: {_pareto_line(pareto, opts)}", file=sys.stderr)
         print(
             f"diswot search: {'resuming' if args.resume else 'writing'} {folder}/", file=sys.stderr
         )
@@ -299,6 +416,7 @@ def run(args: argparse.Namespace) -> int:
             precision=str(opts["precision"]),
             engine=args.engine,  # not a run setting (same scores), so not taken from a resume
             on_start=announce,
+            pareto=pareto,
         )
     if args.json:
         print_json(result.to_dict())

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -52,6 +52,9 @@ from diswot.search.plot import PLOT, plot_progress
 from diswot.search.result import RESULT, SearchResult, check_scores, decide, public
 from diswot.search.searchers import ALGORITHMS, SEARCHERS, drive, require_enumerable
 from diswot.spaces import SearchSpace, get_space
+
+if TYPE_CHECKING:
+    from diswot.search.pareto.config import ParetoConfig
 
 
 def _positive(name: str, v: int, minimum: int = 1) -> int:
@@ -99,6 +102,7 @@ def run_search(
     precision: str = DEFAULTS["precision"],
     engine: str = DEFAULTS["engine"],
     on_start: Callable[[Path], None] | None = None,
+    pareto: ParetoConfig | str | Iterable[str] | None = None,
 ) -> SearchResult:
     """Search ``space`` for the student that maximises the objective within the budget.
 
@@ -143,6 +147,11 @@ def run_search(
         on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
             workers started and the run folder made, before anything is written in it (the CLI
             announces the folder there, so a folder that cannot be made is never announced).
+        pareto: a Pareto search (Optuna's NSGA-II, ``algorithm="nsga2"``): the costs minimised
+            beside the score (``"params,latency"``), or a
+            :class:`~diswot.search.pareto.config.ParetoConfig` with the latency budget and
+            measurement, the Optuna storage and study. Returns a
+            :class:`~diswot.search.pareto.result.ParetoResult` (the front, ``pareto.*`` files).
     """
     t0 = time.perf_counter()
     sp = get_space(space)
@@ -151,8 +160,14 @@ def run_search(
     if target is not None and target.lower() in {t.lower() for t in sp.targets}:
         target = sp._check_target(target)
     budget = Budget.parse(max_params, max_flops, min_params, min_flops)
+    plan = None
+    if pareto is not None or (algorithm or "").lower() == "nsga2":
+        from diswot.search.pareto.plan import ParetoPlan
+
+        plan = ParetoPlan.create(sp, pareto, algorithm)
+        algorithm = "nsga2"
     algorithm = (algorithm or default_algorithm(sp)).lower()
-    if algorithm not in ALGORITHMS:
+    if algorithm not in ALGORITHMS and plan is None:
         raise DiswotError(f"unknown algorithm '{algorithm}'; known: {', '.join(ALGORITHMS)}")
     if algorithm == "exhaustive":
         require_enumerable(sp)
@@ -162,7 +177,7 @@ def run_search(
         cycles = _positive("--cycles", cycles)
     population = _positive("--population", population)
     sample_size = _positive("--sample-size", sample_size)
-    if sample_size > population:
+    if sample_size > population and plan is None:  # NSGA-II has no tournament size
         raise DiswotError(
             f"--sample-size {sample_size} exceeds --population {population}; lower it"
         )
@@ -186,6 +201,8 @@ def run_search(
     engine = resolve_engine(engine, getattr(sp, "supernet", None), init)
     # A Ray cluster's workers may have the GPU its head lacks: there only the name is checked here.
     device = str(resolve_device(device)) if backend == "local" else parse_device(device)
+    if plan is not None:
+        plan.check_run(device=device, workers=workers, backend=backend, population=population)
     chosen = choose_teacher(
         teacher, teacher_ckpt, teacher_init, spec.num_classes, classes_fix=TARGET_CLASSES_FIX
     )
@@ -239,7 +256,11 @@ def run_search(
     recorded = _check_folder(out, cfg, resume) if out is not None else []
     if resume and out is not None:
         in_flight = _resumed_in_flight(out, in_flight)
-    admission = Admission(sp, budget, spec.num_classes, spec.image_size, max_retries)
+    if plan is not None:
+        plan.bind(out, resume, recorded)
+        admission = plan.admission(budget, spec.num_classes, spec.image_size, max_retries)
+    else:
+        admission = Admission(sp, budget, spec.num_classes, spec.image_size, max_retries)
     admission.check(int(seed), exhaustive=algorithm == "exhaustive")
     limit = 10**18 if cycles is None else cycles
     if algorithm == "exhaustive":
@@ -268,10 +289,17 @@ def run_search(
             run_folder(out)  # first: nothing may announce a folder that cannot be made
             if on_start is not None:
                 on_start(out)
-            write_settings(out, to_settings(cfg))
-        searcher = SEARCHERS[algorithm].from_config(admission, random.Random(int(seed)), cfg)
+            write_settings(out, {**to_settings(cfg), **(plan.settings() if plan else {})})
+            if plan is not None:
+                plan.open(out)
         journal = candidate_journal(out / CANDIDATES) if out is not None else None
-        ledger = Ledger(admission, limit, recorded, journal, pool)
+        if plan is not None:
+            identity = {k: to_settings(cfg)[k] for k in ("space", "target", "objective", "budget")}
+            searcher = plan.searcher(admission, int(seed), population, identity)
+            ledger = plan.ledger(admission, limit, recorded, journal, pool)
+        else:
+            searcher = SEARCHERS[algorithm].from_config(admission, random.Random(int(seed)), cfg)
+            ledger = Ledger(admission, limit, recorded, journal, pool)
         ledger.start(progress, sp.name)
         stop = drive(searcher, ledger, cfg.in_flight, stall_limit)
     finally:
@@ -279,6 +307,8 @@ def run_search(
             ledger.close()
         if pool is not None:
             pool.close()
+        if plan is not None:
+            plan.close()
     loop_seconds = time.perf_counter() - t_loop
     assert ledger is not None  # drive() returned, so the ledger was made
     if not ledger.order:
@@ -306,6 +336,8 @@ def run_search(
         loop_seconds=loop_seconds,
         out_dir=out,
     )
+    if plan is not None:
+        result = plan.finish(result, ledger.order, out)
     if out is not None:
         atomic_write_json(out / RESULT, result.to_dict())
         plot_progress(ledger.history, out / PLOT, f"{algorithm} on {sp.name}: {objective_name}")
