@@ -261,3 +261,117 @@ def test_score_needs_a_space_for_a_composite(capsys: pytest.CaptureFixture[str])
     assert main(["score", "--student", "313", "--batch-size", "8", "--proxy", CHEAP]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("diswot: error:") and "--space" in err and "\n" not in err
+
+
+# -- one candidate, one number: alone, in a rank, in a search ----------------------------------------
+def _candidates(folder: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()]
+    return {r["arch"]: r["value"] for r in rows}
+
+
+def _ranked(folder: Path, name: str) -> dict[str, float]:
+    rows = [json.loads(line) for line in (folder / "scores.jsonl").read_text().splitlines()]
+    return {r["arch"]: r["values"][name] for r in rows if r["seed"] == 0}
+
+
+@pytest.mark.parametrize(
+    ("space", "search", "others"),
+    [
+        (
+            "s1",
+            ["--max-params", "278324"],  # ResNet20's size: exhaustive over the 22 that fit
+            ["777", "135", "351", "513"],
+        ),
+        (
+            "nb201",
+            ["--target", "cifar10", "--algorithm", "random", "--cycles", "3"],
+            [
+                "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|",
+                "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|none~2|",
+            ],
+        ),
+    ],
+)
+def test_one_candidate_scores_the_same_alone_in_a_rank_and_in_a_search(
+    space: str,
+    search: list[str],
+    others: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    probe = ["--teacher", "resnet8", "--batch-size", "8", "--proxy", CHEAP]
+    s_dir, r_dir = tmp_path / "search", tmp_path / "rank"
+    argv = ["search", "--space", space, *search, *probe, "--out", str(s_dir), "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    in_search = _candidates(s_dir)
+    assert result["settings"]["references"][CHEAP]["size"] == 6
+    assert (
+        json.loads((s_dir / REFERENCE).read_text())[CHEAP]["hash"]
+        == (result["settings"]["references"][CHEAP]["hash"])
+    )
+    picked = list(in_search)[:3]  # ranked among architectures the search never saw
+    (tmp_path / "archs.txt").write_text("\n".join([*others, *picked]) + "\n")
+    target = ["--target", "cifar10"] if space == "nb201" else []
+    argv = ["rank", "--space", space, *target, "--archs", str(tmp_path / "archs.txt"), *probe]
+    assert main([*argv, "--out", str(r_dir), "--no-progress", "--json"]) == 0
+    capsys.readouterr()
+    in_rank = _ranked(r_dir, CHEAP)
+    for arch in picked:
+        assert in_rank[arch] == in_search[arch], arch
+    classes = ["--num-classes", "10"] if space == "nb201" else []
+    one = ["--student", picked[0], "--space", space, *classes, *probe]
+    alone = _score_json(capsys, *one)
+    assert alone["proxies"][CHEAP] == in_search[picked[0]]
+    assert alone["references"][CHEAP]["hash"] == result["settings"]["references"][CHEAP]["hash"]
+    # The search's result.json carries its space and settings: no --space needed.
+    winner = _score_json(capsys, "--student", str(s_dir / "result.json"))
+    assert winner["proxies"][CHEAP] == result["winner"]["value"] == in_search[winner["student"]]
+
+
+def test_a_resumed_search_scores_against_its_own_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], private_cache: Path
+) -> None:
+    out = tmp_path / "s"
+    base = ["search", "--space", "s1", "--teacher", "resnet8", "--batch-size", "8"]
+    base += ["--proxy", CHEAP, "--algorithm", "random", "--no-progress"]
+    assert main([*base, "--cycles", "3", "--out", str(out)]) == 0
+    first = _candidates(out)
+    assert "scoring the t_cheap_ref reference sample" in capsys.readouterr().err
+    for f in (private_cache / "references").iterdir():  # the cache is lost ...
+        f.unlink()
+    assert main([*base, "--cycles", "5", "--resume", str(out)]) == 0
+    # ... and put back from the run folder's copy: nothing rescored, the same numbers.
+    assert "reference sample" not in capsys.readouterr().err
+    assert {a: v for a, v in _candidates(out).items() if a in first} == first
+    assert len(list((private_cache / "references").glob("*.json"))) == 1
+    settings = json.loads((out / "settings.json").read_text())["settings"]
+    settings["references"][CHEAP]["hash"] = "0" * 16  # a folder scored against another sample
+    (out / "settings.json").write_text(json.dumps({"settings": settings}))
+    assert main([*base, "--cycles", "6", "--resume", str(out)]) == 2
+    assert "against a reference sample with other" in capsys.readouterr().err
+
+
+def test_search_says_what_default_resolved_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["search", "--space", "s1", "--teacher", "resnet8", "--batch-size", "8"]
+    argv += ["--objective", "default", "--max-params", "120000", "--no-progress", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["proxy"], out["resolved"]) == ("default", DEFAULT_PROXY)
+    assert out["settings"]["objective"] == DEFAULT_PROXY and out["settings"]["references"] is None
+    saved = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert (saved["proxy"], saved["resolved"]) == ("default", DEFAULT_PROXY)
+
+
+def test_rank_says_what_default_resolved_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["rank", "--space", "s1", "--teacher", "resnet8", "--batch-size", "8", "--sample", "10"]
+    argv += ["--proxy", "default,params+default", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["proxy"] == "default,params+default"
+    assert out["resolved"] == f"{DEFAULT_PROXY},params+{DEFAULT_PROXY}"
+    assert {c["proxy"] for c in out["correlations"]} >= {DEFAULT_PROXY, f"params+{DEFAULT_PROXY}"}

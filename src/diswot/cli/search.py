@@ -138,7 +138,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                 metavar="N",
                 help=f"{bound}imum {what} (inclusive), e.g. 278324, 100M, 40.82M, 1.5G",
             )
-    p.add_argument("--proxy", help="objective: a registered proxy name (default diswot)")
+    p.add_argument(
+        "--proxy",
+        "--objective",
+        dest="proxy",
+        help="objective: a registered proxy name, or 'default' for the default rule (default "
+        "diswot)",
+    )
     p.add_argument("--out", help="run folder (default runs/search-<space>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

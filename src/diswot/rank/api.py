@@ -35,6 +35,14 @@ from diswot.rank.store import (
 )
 from diswot.runfolder import settings_diff, stored_setting
 from diswot.runtime import parse_device, resolve_device
+from diswot.scoring import Scorer
+from diswot.scoring.reference import (
+    ReferenceSample,
+    recorded_references,
+    reference_settings,
+    run_references,
+    write_references,
+)
 from diswot.scoring.teacher import TARGET_CLASSES_FIX, WEIGHT_SETTINGS, choose_teacher
 from diswot.spaces import SearchSpace
 
@@ -161,6 +169,7 @@ def run_rank(
     out = Path(out_dir) if out_dir else None
     if out:
         check_settings(out, plan.settings)
+    samples = _references(plan, scorer, data_root, teacher_module, backend, out)
     log = ScoreLog(out / SCORES) if out else None
     times: Times = {}
     scores = log.load(times) if log else {}
@@ -177,6 +186,7 @@ def run_rank(
             scorer.teacher(s)
     if out:
         write_run_folder(out, plan.settings, plan.archs)
+        write_references(out, samples)
     if scorer is not None:
         stream = score_tasks(scorer, todo)
     else:
@@ -211,6 +221,25 @@ def run_rank(
         if close:  # stop a parallel stream's workers now, also on Ctrl-C
             close()
     return _finish(plan, plan.my_archs, scores, times, out, time.perf_counter() - t0)
+
+
+def _references(
+    plan: _Plan,
+    scorer: Scorer | None,
+    data_root: str | None,
+    teacher: torch.nn.Module | None,
+    backend: str,
+    out: Path | None,
+) -> dict[str, ReferenceSample]:
+    """The reference samples of the composites ranked, built here before any worker needs them
+    (local workers read them from the cache) and recorded in ``plan.config``. On Ray, whose
+    workers may not share this machine's cache, each worker builds or reads its own."""
+    if backend != "local" or not any(get_proxy(n).needs_space for n in plan.names):
+        return {}
+    samples = run_references(scorer or make_scorer(plan, data_root, teacher), plan.names, out)
+    refs = {**recorded_references(out), **(reference_settings(samples) or {})}
+    plan.config = replace(plan.config, references=refs or None)
+    return samples
 
 
 def _finish(

@@ -35,8 +35,10 @@ from torch import nn
 
 from diswot.config import build, replace, to_settings
 from diswot.errors import DiswotError
+from diswot.parallel.workers import refuse_reimported_main
 from diswot.runfolder import atomic_write_json, settings_diff, write_settings
 from diswot.runtime import parse_device, refuse_file, resolve_device, run_folder
+from diswot.scoring.reference import reference_settings, run_references, write_references
 from diswot.search.budget import Budget
 from diswot.search.config import (
     DEFAULT_CYCLES,
@@ -49,7 +51,15 @@ from diswot.search.config import (
 from diswot.search.ledger import CANDIDATES, Admission, Ledger, candidate_journal, load_candidates
 from diswot.search.objective import GivenObjective, Objective, ProxyObjectiveFactory
 from diswot.search.plot import PLOT, plot_progress
-from diswot.search.result import RESULT, SearchResult, check_scores, decide, public
+from diswot.search.result import (
+    RESULT,
+    SearchResult,
+    admissible_pool,
+    check_scores,
+    decide,
+    pick_report,
+    public,
+)
 from diswot.search.searchers import ALGORITHMS, SEARCHERS, drive, require_enumerable
 from diswot.spaces import SearchSpace, get_space
 
@@ -153,7 +163,11 @@ def run_search(
             measurement, the Optuna storage and study. Returns a
             :class:`~diswot.search.pareto.result.ParetoResult` (the front, ``pareto.*`` files).
     """
+    refuse_reimported_main("run_search")
     t0 = time.perf_counter()
+    if isinstance(objective, str):  # an objective by name (``objective="default"``): a proxy
+        proxy, objective = objective, None
+    asked = proxy if objective is None else None
     sp = get_space(space)
     target = sp.default_target if target is None else target
     spec = sp.dataset(target)
@@ -209,8 +223,9 @@ def run_search(
     teacher = sp.default_teacher if chosen.teacher is None else chosen.teacher
     if objective is None:
         from diswot.proxies import get_proxy, resolve_proxies
+        from diswot.proxies.composite import resolve_alias
 
-        objective_name = get_proxy(proxy).name
+        objective_name = get_proxy(resolve_alias(proxy)).name
         # The same applicability checks as rank's (a BN-statistics proxy on a BN-free space...).
         resolve_proxies(
             [objective_name],
@@ -265,6 +280,7 @@ def run_search(
     limit = 10**18 if cycles is None else cycles
     if algorithm == "exhaustive":
         limit = min(limit, len(admission.admissible() or []))
+    samples: dict = {}  # reference samples of a composite objective
     if objective is None:
         factory: Any = ProxyObjectiveFactory(
             space=sp, teacher=teacher, proxy=objective_name, num_classes=spec.num_classes,
@@ -274,6 +290,9 @@ def run_search(
         )  # fmt: skip
         # Built here too, on a pool as well: a bad teacher fails now, with its own message.
         objective = factory.objective()
+        # A composite's reference sample, built (or read) here once, before any worker needs it.
+        samples = run_references(objective.scorer, [objective_name], out if resume else None)
+        cfg = replace(cfg, references=reference_settings(samples))
     else:
         factory = GivenObjective(objective)
     t_loop = time.perf_counter()
@@ -290,6 +309,7 @@ def run_search(
             if on_start is not None:
                 on_start(out)
             write_settings(out, {**to_settings(cfg), **(plan.settings() if plan else {})})
+            write_references(out, samples)
             if plan is not None:
                 plan.open(out)
         journal = candidate_journal(out / CANDIDATES) if out is not None else None
@@ -320,6 +340,8 @@ def run_search(
         )
 
     winner, top, truth = decide(ledger.order, sp, top_k)
+    scored = [r["arch"] for r in ledger.order]
+    pick = pick_report(winner["arch"], sp, target, admissible_pool(admission), scored)
     result = SearchResult(
         winner=winner,
         top=top,
@@ -335,6 +357,8 @@ def run_search(
         seconds=time.perf_counter() - t0,
         loop_seconds=loop_seconds,
         out_dir=out,
+        pick=pick,
+        proxy=asked,
     )
     if plan is not None:
         result = plan.finish(result, ledger.order, out)
