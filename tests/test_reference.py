@@ -375,3 +375,42 @@ def test_rank_says_what_default_resolved_to(
     assert out["proxy"] == "default,params+default"
     assert out["resolved"] == f"{DEFAULT_PROXY},params+{DEFAULT_PROXY}"
     assert {c["proxy"] for c in out["correlations"]} >= {DEFAULT_PROXY, f"params+{DEFAULT_PROXY}"}
+
+
+#: A space file whose import registers the cheap composite: how a composite of one's own reaches
+#: spawned workers (they import the space's file again; the registry of this process stays here).
+SPACE_FILE = f"""
+from diswot.proxies.composite import COMPOSITES, register_composite
+from diswot.spaces.s1 import S1Space
+
+if "{CHEAP}" not in COMPOSITES:
+    register_composite("{CHEAP}", ("params", "nwot", "synflow"), size=6, seed=3)
+
+
+class Space(S1Space):
+    pass
+"""
+
+
+def test_shards_merged_and_parallel_workers_rank_like_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cheap_space.py").write_text(SPACE_FILE)
+    space = f"{tmp_path / 'cheap_space.py'}:Space"
+    base = ["rank", "--space", space, "--teacher", "none", "--proxy", CHEAP, "--batch-size", "8"]
+    base += ["--sample", "10", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "one")]) == 0
+    serial = _ranked(tmp_path / "one", CHEAP)
+    for i in (0, 1):
+        assert main([*base, "--shard", f"{i}/2", "--out", str(tmp_path / f"part{i}")]) == 0
+    shards = [str(tmp_path / f"part{i}") for i in (0, 1)]
+    assert main(["rank", "--merge", *shards, "--out", str(tmp_path / "merged")]) == 0
+    assert main([*base, "--workers", "2", "--out", str(tmp_path / "workers")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("scoring the t_cheap_ref reference sample") == 1  # built once, then read
+    recorded = json.loads((tmp_path / "one" / "settings.json").read_text())["settings"]
+    for folder in ("merged", "workers"):
+        assert _ranked(tmp_path / folder, CHEAP) == serial, folder
+        settings = json.loads((tmp_path / folder / "settings.json").read_text())["settings"]
+        assert settings["references"] == recorded["references"], folder
+        assert CHEAP in json.loads((tmp_path / folder / REFERENCE).read_text())

@@ -38,6 +38,8 @@ from diswot.runtime import parse_device, resolve_device
 from diswot.scoring import Scorer
 from diswot.scoring.reference import (
     ReferenceSample,
+    check_references,
+    copy_references,
     recorded_references,
     reference_settings,
     run_references,
@@ -303,6 +305,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
     for d, (m, _) in zip(dirs, folders):
         if set(m["proxies"]) != names:
             raise DiswotError(f"{d} scored other proxies than {dirs[0]}; merge like runs")
+        check_references(d, first.get("references"), m.get("references"))
     plan = _plan(
         first["space"],
         teacher=first["teacher"] or "none",
@@ -321,6 +324,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
         engine=str(first.get("engine", "auto")),
     )
     plan.config = replace(plan.config, **{k: stored_setting(first, k) for k in WEIGHT_SETTINGS})
+    plan.config = replace(plan.config, references=first.get("references"))
     scores: Scores = {}
     times: Times = {}
     for d in dirs:
@@ -344,6 +348,7 @@ def merge_runs(dirs: Sequence[str | Path], out_dir: str | Path) -> RankResult:
     out = Path(out_dir)
     check_settings(out, plan.settings)
     write_run_folder(out, plan.settings, plan.archs)
+    copy_references(dirs[0], out)
     write_scores(
         out / SCORES,
         (

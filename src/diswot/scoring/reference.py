@@ -60,6 +60,7 @@ __all__ = [
     "ReferenceSample",
     "cache_dir",
     "check_references",
+    "copy_references",
     "install_references",
     "load_reference",
     "read_references",
@@ -374,6 +375,13 @@ def write_references(out: str | Path, samples: Mapping[str, ReferenceSample]) ->
     docs = read_references(out)
     docs.update({n: s.to_dict() for n, s in samples.items()})
     atomic_write_json(path, docs)
+
+
+def copy_references(src: str | Path, dst: str | Path) -> None:
+    """Add run folder ``src``'s samples to ``dst``'s ``reference.json`` (merged shards)."""
+    docs = read_references(src)
+    if docs:
+        atomic_write_json(Path(dst) / REFERENCE, {**read_references(dst), **docs})
 
 
 def read_references(out: str | Path) -> dict[str, Any]:
