@@ -229,7 +229,9 @@ def test_pareto_search_is_deterministic_and_writes_its_files(tmp_path):
     assert [r["arch"] for r in rows] == [r["arch"] for r in a.front]
     settings = json.loads((out / "settings.json").read_text())["settings"]
     assert settings["algorithm"] == "nsga2" and settings["pareto"]["costs"] == ["params", "flops"]
-    assert json.loads((out / "result.json").read_text())["pareto"]["front"] == saved["front"]
+    result = json.loads((out / "result.json").read_text())
+    assert result["pareto"]["front"] == saved["front"]
+    assert result["settings"] == settings  # as settings.json holds them, the pareto object too
 
 
 def test_latency_budget_is_respected_and_recorded(tmp_path):

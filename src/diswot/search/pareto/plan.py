@@ -235,6 +235,7 @@ class ParetoPlan:
             top=[with_latency(r) for r in result.top],
             candidates=[with_latency(r) for r in result.candidates],
             budget=budget,
+            settings={**result.settings, **self.settings()},  # as settings.json holds them
         )
         front = pareto_front(records, self.cfg.costs)
         text = self.meter.last.text() if self.meter and self.meter.last else self._latency_text()
@@ -273,7 +274,8 @@ class ParetoPlan:
         title = (
             f"NSGA-II (Optuna) on {s['space']}, teacher {s['teacher']}: {res.n_scored} "
             f"candidates, {len(res.front)} on the front (maximise {s['objective']}, minimise "
-            f"{', '.join(c.costs)})\nwinner = best score within budget: {res.winner['arch']}"
+            f"{', '.join(c.costs)})\nbudget: {res.budget}\nwinner = best score within the "
+            f"budget: {res.winner['arch']}"
         )
         if self.space.flop_convention != "macs":
             labels["flops"] = f"FLOPs (millions, '{self.space.flop_convention}' convention)"
