@@ -334,7 +334,12 @@ def test_storage_holds_the_study_and_a_resume_continues_it(tmp_path):
     cfg = ParetoConfig(costs=("params",), storage=db, study_name="s1-study")
     kw = dict(objective=toy_objective, pareto=cfg, population=4, out_dir=out)
     first = run_search("s1", cycles=6, **kw)
+    run_id = json.loads((out / "settings.json").read_text())["settings"]["pareto"]["run_id"]
+    study = optuna.load_study(study_name="s1-study", storage=db)
+    stale = study.ask()  # as a process killed while scoring leaves it: RUNNING for ever
+    stale.set_user_attr("run", run_id)
     grown = run_search("s1", cycles=10, resume=True, **kw)
+    assert study.trials[stale.number].state.name == "FAIL"  # failed, so NSGA-II does not wait
     assert strip(grown.candidates[:6]) == strip(first.candidates)
     study = optuna.load_study(study_name="s1-study", storage=db)
     done = [t for t in study.trials if t.state.name == "COMPLETE" and "step" in t.user_attrs]

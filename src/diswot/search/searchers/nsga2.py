@@ -64,7 +64,9 @@ class NSGA2(Searcher):
         self.replay = deque(replay)
         # Proposals waiting for their record, oldest first: a trial, or a replayed step number.
         self.open: deque[Any] = deque()
-        self.told = self._steps_in_study() if self.replay else set()
+        # A stored study may hold this run's trials from a process that died (an in-memory one
+        # is new, and its run id "memory" is never looked up).
+        self.told = self._steps_in_study() if run != "memory" else set()
 
     @classmethod
     def from_config(cls, admission: Admission, rng: random.Random, cfg: SearchConfig) -> NSGA2:
