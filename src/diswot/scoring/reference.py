@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from diswot import __version__
 from diswot.config import ProbeConfig, fixed_fields
@@ -255,8 +256,15 @@ def _paths(name: str, digest: str) -> tuple[Path, Path, Path]:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold ``path`` locked (exclusively) so one process builds while the others wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = path.open("a")
+    except OSError as exc:
+        raise DiswotError(
+            f"cannot write reference samples in {path.parent} ({exc.strerror}); set DISWOT_CACHE "
+            "to a writable folder"
+        ) from None
+    with fh:
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
@@ -347,7 +355,8 @@ def _build(scorer: Scorer, sample: ReferenceSample, seeds: list[int], journal_pa
             f"{sample.key['space']} architectures x {len(seeds)} seed(s) "
             f"({', '.join(comp.terms)}), cached in {journal_path.with_suffix('.json')}"
         )
-    with journal:
+    # On a terminal only (tqdm's disable=None): logs and captured output get the note alone.
+    with journal, tqdm(total=todo, desc=f"{comp.name} reference", unit="arch", disable=None) as bar:
         for s in seeds:
             rows = []
             for i, arch in enumerate(sample.archs):
@@ -356,6 +365,7 @@ def _build(scorer: Scorer, sample: ReferenceSample, seeds: list[int], journal_pa
                     vals = scorer.evaluate(arch, comp.terms, s)
                     row = [json_float(vals[t]) for t in comp.terms]
                     journal.append({"seed": s, "index": i, "arch": arch, "values": row})
+                    bar.update()
                 rows.append(row)
             sample.values[s] = _array(rows, len(comp.terms))
             sample._sorted.pop(s, None)
