@@ -14,6 +14,7 @@ from diswot.config import defaults, replace
 from diswot.data import check_probe_source
 from diswot.errors import DiswotError
 from diswot.parallel import check_backend, stream_chunks
+from diswot.parallel.workers import refuse_reimported_main
 from diswot.proxies import get_proxy
 from diswot.rank.config import FIXED_SETTINGS, RankConfig
 from diswot.rank.evaluate import ChunkScorerFactory, build_teacher, make_scorer, score_tasks
@@ -139,6 +140,7 @@ def run_rank(
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
             :data:`~diswot.probe.ENGINES`); the same scores either way, so not a fixed setting.
     """
+    refuse_reimported_main("run_rank")
     t0 = time.perf_counter()
     plan = _plan(
         space,
