@@ -298,16 +298,24 @@ def _run(args: argparse.Namespace) -> int:
         scorer = Scorer(teacher, probe, space=space, teacher_init=args.teacher_init)
         convention = space.flop_convention
         conv_text = space.cost_convention(probe.num_classes, probe.image_size)
-    else:
-        # An NB201 cell can be scored from the space's supernet (--engine auto/supernet).
-        supernet = get_space("nb201").supernet if is_arch_string(student) else None
-        scorer = Scorer(teacher, probe, supernet=supernet, teacher_init=args.teacher_init)
-        convention = "nb201" if is_arch_string(student) else "macs"
-        conv_text = (
-            "NB201/NASLib convention: conv/linear multiply-adds + BN/ReLU/pool terms"
-            if convention == "nb201"
-            else "multiply-adds of conv/linear layers"
+    elif is_arch_string(student):
+        # An NB201 cell: scored from the space's supernet (--engine auto/supernet), and costed as
+        # the NB201 search counts it (its budget's convention), so the FLOPs printed here are the
+        # ones a search printed for the same cell.
+        nb201 = get_space("nb201")
+        scorer = Scorer(
+            teacher,
+            probe,
+            supernet=nb201.supernet,
+            coster=lambda arch, k, size: nb201.cost(arch, k, size[-1]),
+            teacher_init=args.teacher_init,
         )
+        convention = nb201.flop_convention
+        conv_text = nb201.cost_convention(probe.num_classes, probe.image_size)
+    else:
+        scorer = Scorer(teacher, probe, teacher_init=args.teacher_init)
+        convention = "macs"
+        conv_text = "multiply-adds of conv/linear layers"
     proxies = list(dict.fromkeys(["diswot", "ms", "mr", *names]))
     res = scorer.score(student, proxies)
     references = {n: scorer.reference(n).settings() for n in composites}

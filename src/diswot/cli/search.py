@@ -33,14 +33,13 @@ from diswot.spaces import list_spaces
 if TYPE_CHECKING:
     from diswot.search.pareto.config import ParetoConfig
 
-#: ``diswot search`` with no arguments (the README's ``make run``). Per scored candidate this costs
-#: one batch-16 forward of a random NB201 cell (the ResNet56 teacher is scored once per seed).
+#: ``diswot search`` with no arguments (the README's ``make run``): exactly ``--space nb201`` (its
+#: ResNet56 teacher, CIFAR-100 target and aging evolution) plus these options, which the command
+#: prints as a command line that gives the same search. Per scored candidate this costs one
+#: batch-16 forward of a random NB201 cell (the teacher is scored once per seed).
 QUICK_DEFAULT: dict[str, object] = {
     "space": "nb201",
-    "teacher": "resnet56",
-    "target": "cifar100",
     "max_flops": "100M",
-    "algorithm": "evolution",
     "cycles": 100,
     "population": 20,
     "sample_size": 5,
@@ -357,6 +356,25 @@ def _describe(opts: dict[str, object]) -> str:
     return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def quick_command(args: argparse.Namespace, opts: dict[str, object]) -> str:
+    """The command line the quick default runs as: ``diswot search`` with :data:`QUICK_DEFAULT`
+    and the options given that change the search's candidates (the seed, the scoring device and
+    precision, workers in flight, a Pareto search's algorithm; ``--pareto`` itself is printed on
+    a line of its own). Running it gives the same candidates and winner (tests/test_bad_inputs)."""
+    shown = dict(QUICK_DEFAULT)
+    if opts.get("algorithm") not in (None, "evolution"):  # nsga2 for --pareto
+        shown["algorithm"] = opts["algorithm"]
+    for key in ("seed", "device", "precision"):
+        if getattr(args, key, None) is not None:
+            shown[key] = getattr(args, key)
+    for key in ("workers", "in_flight"):
+        if getattr(args, key, None) not in (None, 1):
+            shown[key] = getattr(args, key)
+    if getattr(args, "backend", "local") != "local":
+        shown["backend"] = args.backend
+    return f"diswot search {options_text(shown)}"
+
+
 def run(args: argparse.Namespace) -> int:
     opts, quick = resolve_options(args)
     pareto = _pareto_config(args)
@@ -373,8 +391,8 @@ def run(args: argparse.Namespace) -> int:
         args.folder = folder  # what an interrupted run's message tells to --resume
         if quick and not args.resume:
             print(
-                "diswot search: no option says what to search, running the quick default: "
-                + options_text({**QUICK_DEFAULT, "algorithm": opts["algorithm"]}),
+                "diswot search: no option says what to search, running the quick default, the "
+                f"same search as: {quick_command(args, opts)}",
                 file=sys.stderr,
             )
         elif not args.resume:

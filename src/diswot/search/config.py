@@ -10,6 +10,7 @@ come from the same defaults.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,16 @@ def default_algorithm(space: SearchSpace) -> str:
 
 
 def default_out_dir(space: str) -> Path:
-    """``runs/search-<space>-<timestamp>``: a new folder for every run started without ``--out``."""
-    return Path("runs") / f"search-{space}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """``runs/search-<space>-<timestamp>``: a new folder for every run started without ``--out``.
+
+    A user's space spec becomes one folder name, not a path: ``path/to/x.py:Name`` gives
+    ``search-x.py-Name-<timestamp>`` (the file's name, then the object's), and any other character
+    a file name should not hold becomes ``_``.
+    """
+    where, colon, obj = space.rpartition(":")
+    slug = f"{Path(where).name}-{obj}" if colon and where else space
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", slug).strip("._") or "space"
+    return Path("runs") / f"search-{slug}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 __all__ = [
