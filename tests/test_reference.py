@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -414,3 +419,55 @@ def test_shards_merged_and_parallel_workers_rank_like_one_process(
         settings = json.loads((tmp_path / folder / "settings.json").read_text())["settings"]
         assert settings["references"] == recorded["references"], folder
         assert CHEAP in json.loads((tmp_path / folder / REFERENCE).read_text())
+
+
+#: Large enough that a build is still running when it is killed; cheap terms keep it short.
+KILLED = "t_killed_ref"
+if KILLED not in COMPOSITES:
+    register_composite(KILLED, ("params", "nwot"), size=150, seed=5)
+
+
+def test_a_build_killed_with_sigkill_continues(
+    monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
+    code = (
+        "from diswot.proxies.composite import register_composite as r\n"
+        f"r({KILLED!r}, ('params', 'nwot'), size=150, seed=5)\n"
+        "from diswot.scoring import Scorer\nfrom diswot.spaces import get_space\n"
+        "Scorer(None, num_classes=100, batch_size=8, space=get_space('s1'))"
+        f".reference({KILLED!r})\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    folder = private_cache / "references"
+    deadline = time.monotonic() + 120
+    lines = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        journals = list(folder.glob("*.jsonl")) if folder.is_dir() else []
+        lines = len(journals[0].read_bytes().split(b"\n")) - 1 if journals else 0
+        if lines >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    assert not list(folder.glob("*.json"))  # no sample yet: only its journal
+    kept = len(_journal_lines(folder))
+    assert kept >= lines
+    count = Counting(monkeypatch)
+    sample = _scorer().reference(KILLED)
+    assert count.calls == 150 - kept  # what the killed build had recorded is not scored again
+    monkeypatch.setenv("DISWOT_CACHE", str(private_cache.parent / "clean"))
+    assert np.array_equal(_scorer().reference(KILLED).values[0], sample.values[0])
+
+
+def _journal_lines(folder: Path) -> list[dict]:
+    """The whole records of the one build journal in ``folder`` (a torn last line left out)."""
+    (journal,) = folder.glob("*.jsonl")
+    out = []
+    for line in journal.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            break
+    return out

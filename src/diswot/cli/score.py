@@ -288,6 +288,8 @@ def _run(args: argparse.Namespace) -> int:
         engine=opts["engine"],
     )
     teacher, trained = _teacher(args, st, opts, origin, probe.num_classes)
+    if args.space:
+        get_space(args.space)  # first: a --space file may register the proxies named
     names = resolve_proxies(str(opts["proxy"]))
     composites = [n for n in names if get_proxy(n).needs_space]
     space_name = args.space or st.builder_space or (st.space if composites else None)
