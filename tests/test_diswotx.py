@@ -55,6 +55,7 @@ def _build(arch: str, k: int) -> nn.Module:
 def _scorer(seeds: tuple[int, ...] = (0,)) -> Scorer:
     return Scorer(
         Tiny(5, 3),
+        teacher_init="random",  # re-initialised per seed, as the paper's teacher is
         num_classes=3,
         batch_size=8,
         image_size=8,

@@ -117,7 +117,12 @@ def _compute(probe: StudentProbe) -> XParts:
     probe.forward_with(mode)
     nwot, expr = kernel_expressivity(mode.kernel)
     cost = probe.cost
-    cka = linear_cka(_teacher_gram(probe), centred_gram(probe.features.feature_map))
+    # Without a teacher only the teacher-free parts exist (x-expr is registered teacher-free).
+    cka = (
+        linear_cka(_teacher_gram(probe), centred_gram(probe.features.feature_map))
+        if probe.scorer.has_teacher
+        else math.nan
+    )
     return XParts(
         log_params=math.log(max(cost.params, 1)),
         log_flops=math.log(max(cost.flops, 1)),
@@ -137,6 +142,7 @@ def xparts(probe: StudentProbe) -> XParts:
 @register_proxy(NAME, needs_teacher=True)
 def diswot_x(probe: StudentProbe) -> float:
     """DisWOT-X: log(params) + NASWOT log-det per sample + log CKA(teacher, student)."""
+    probe.teacher  # noqa: B018  (no teacher: the scorer's one-line error)
     return combine(xparts(probe))
 
 
@@ -149,4 +155,5 @@ def x_expr(probe: StudentProbe) -> float:
 @register_proxy("x-cka", needs_teacher=True)
 def x_cka(probe: StudentProbe) -> float:
     """DisWOT-X teacher part: linear CKA of teacher and student pre-pool features."""
+    probe.teacher  # noqa: B018  (no teacher: the scorer's one-line error)
     return xparts(probe).cka
