@@ -371,6 +371,7 @@ def test_settings_json_keys_and_the_fields_a_resume_must_match_stay_as_they_were
         "probe_seeds", "init", "data", "data_root", "device", "flop_convention", "precision",
         "engine", "in_flight", "workers", "backend",
         "teacher_ckpt", "teacher_sha256", "teacher_init",  # added with --teacher-ckpt
+        "references",  # added with composite objectives (checked by hash on resume)
     ]  # fmt: skip
     assert FIXED_SETTINGS == (
         "space", "target", "num_classes", "image_size", "teacher", "objective", "algorithm",
