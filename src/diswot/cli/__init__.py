@@ -7,6 +7,12 @@ Each subcommand lives in its own module of this package and exposes two function
 
 so adding a command is one new file plus one name in ``COMMANDS``. User mistakes raise
 :class:`~diswot.errors.DiswotError`; ``main`` prints them as one line and exits with status 2.
+
+Ctrl-C (SIGINT) and SIGTERM (``kill``, a scheduler's preemption or time limit, ``docker stop``) end a
+command the same way: what was written so far is kept (every run folder is written append-only or
+atomically) and one line says how to continue. The exit status stays the signal's conventional one,
+130 for SIGINT and 143 for SIGTERM (128 + the signal number), so a scheduler or shell script still
+sees which signal ended the command; a second SIGTERM during the clean-up ends it at once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from diswot.errors import DiswotError
 
@@ -49,15 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     note = None
     try:
-        note = _choose_threads(args)
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            note = _choose_threads(args)
+            return int(args._run(args) or 0)
     except DiswotError as exc:
         print(f"diswot: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"diswot: interrupted; results written so far are kept{_resume_hint(args)}",
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"diswot: {what}; results written so far are kept{_resume_hint(args)}",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         # The reader of stdout went away (``diswot ... | head``): nothing left to say. Silence the
         # interpreter's own flush at exit too (the recipe of Python's signal docs).
@@ -69,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diswot: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
-        if not _out_of_memory(exc):
+        from diswot.scoring.memory import out_of_memory
+
+        if not out_of_memory(exc):
             raise
         print(
             "diswot: error: out of memory; lower --batch-size (or --image-size, --workers)",
@@ -79,6 +90,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if note is not None:
             note.cancel()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by :func:`_sigterm_as_interrupt`'s handler.
+
+    A :class:`KeyboardInterrupt`, so every ``finally`` and ``except KeyboardInterrupt`` that tidies
+    up after Ctrl-C (pools shut down, journals closed, progress bars ended) does the same for it.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # A second SIGTERM while the first is being handled ends the process at once (the default).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` instead of killing the process
+    without a word; the previous handler comes back afterwards (``main`` may run inside a larger
+    program or a test). Python runs signal handlers in the main thread only: elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _choose_threads(args: argparse.Namespace) -> threading.Timer | None:
@@ -119,14 +159,6 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command in ("train", "distill") and args.out:
         return "; continue with the same command plus --resume"
     return ""
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """CPU or GPU allocation failure (torch raises both as RuntimeError subclasses or plain)."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc)
-    return "can't allocate memory" in text or "CUDA out of memory" in text
 
 
 if __name__ == "__main__":  # pragma: no cover

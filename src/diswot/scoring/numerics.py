@@ -13,6 +13,7 @@ import torch
 
 from diswot.errors import DiswotError
 from diswot.proxies import get_proxy
+from diswot.scoring.memory import out_of_memory
 
 if TYPE_CHECKING:
     from diswot.scoring.student import StudentProbe
@@ -95,7 +96,9 @@ def proxy_value(name: str, probe: StudentProbe) -> float:
             return float(spec.fn(probe))
     except DiswotError:
         raise
-    except NUMERICAL_FAILURES:
+    except NUMERICAL_FAILURES as exc:
+        if out_of_memory(exc):  # the batch is too large for the machine, not a broken network
+            raise
         return math.nan
 
 

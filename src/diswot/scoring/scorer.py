@@ -31,6 +31,7 @@ from diswot.models.cost import ModelCost, profile, profile_arch
 from diswot.runtime import resolve_device
 from diswot.scoring.batch import TEACHER, Layout, ProbeBatches, seed_of
 from diswot.scoring.engine import Supernet, SupernetFactory, resolve_engine
+from diswot.scoring.memory import check_probe_fits, out_of_memory
 from diswot.scoring.numerics import (
     PRECISIONS,
     autocast,
@@ -292,7 +293,7 @@ class Scorer:
         except DiswotError:
             raise
         except Exception as e:
-            if not self.supernet_fallback:
+            if not self.supernet_fallback or out_of_memory(e):  # a smaller batch, not a fallback
                 raise
             self._drop_supernet(e)  # then the student is built: the same numbers
             return None
@@ -314,6 +315,7 @@ class Scorer:
         if not self.has_teacher:
             raise DiswotError("this proxy needs a teacher; pass --teacher NAME")
         if seed not in self._teachers:
+            check_probe_fits(self)  # the batch and the teacher's pass, before either is made
             t0 = time.perf_counter()
             model = self.build(self.teacher_spec, seed_of(seed, TEACHER), teacher=True)  # type: ignore[arg-type]  # has_teacher
             x, y = self.batch(seed)
@@ -365,6 +367,7 @@ class Scorer:
         first builds its student, so an evaluation that builds none (the supernet engine) hands
         it on untouched.
         """
+        check_probe_fits(self, student, proxies)  # once: before the first student's batch
         spare, self._spare = self._spare, None
         if spare is None or not isinstance(student, str) or needs_grad(proxies):
             spare = None
