@@ -62,8 +62,9 @@ def check_spawnable() -> None:
 
 def _unguarded_main_line() -> int | None:
     """The line of the main script's top-level code that is running now (the call that led here)
-    when it is not inside a top-level ``if`` on ``__name__``; ``None`` when it is, or when there is
-    no main script to read (an interactive session, ``python -c``, a notebook)."""
+    when it is not inside a top-level ``if`` testing ``__name__ == "__main__"``; ``None`` when it
+    is, or when there is no main script to read (an interactive session, ``python -c``, a
+    notebook)."""
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
     if main is None or not main_file:
@@ -81,12 +82,23 @@ def _unguarded_main_line() -> int | None:
     except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
-        guarded = isinstance(node, ast.If) and any(
-            isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(node.test)
-        )
+        guarded = isinstance(node, ast.If) and any(_is_main_test(n) for n in ast.walk(node.test))
         if guarded and node.lineno <= line <= (node.end_lineno or node.lineno):
             return None
     return line
+
+
+def _is_main_test(node: ast.AST) -> bool:
+    """``__name__ == "__main__"`` (either way round): the test that keeps spawned workers out,
+    which import the script as ``__mp_main__``."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+        return False
+    if not isinstance(node.ops[0], ast.Eq):
+        return False
+    sides = [node.left, *node.comparators]
+    return any(isinstance(n, ast.Name) and n.id == "__name__" for n in sides) and any(
+        isinstance(n, ast.Constant) and n.value == "__main__" for n in sides
+    )
 
 
 def refuse_reimported_main(what: str) -> None:
