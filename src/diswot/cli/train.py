@@ -160,9 +160,17 @@ def train_and_report(
     args: argparse.Namespace, student_arg: str, kind: str, method: str, **run: Any
 ) -> int:
     """Run ``diswot train`` (``method="ce"``) or ``distill`` on the shared flags and print the result."""
+    report(train_from_args(args, student_arg, kind, method, **run), args.json)
+    return 0
+
+
+def train_from_args(
+    args: argparse.Namespace, student_arg: str, kind: str, method: str, **run: Any
+) -> dict[str, Any]:
+    """Run ``diswot train`` or ``distill`` on the shared flags; the result, not yet printed."""
     student = resolve_student(student_arg)
     out = args.out or default_out(kind, student.arch, method, args)
-    result = run_training(
+    return run_training(
         student_arg,
         data_config(args, student),
         out,
@@ -174,8 +182,6 @@ def train_and_report(
         threads=args.threads,
         **run,
     )
-    report(result, args.json)
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:

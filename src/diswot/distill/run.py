@@ -172,6 +172,11 @@ def _run_training(
         student, student_spec, t_model, method, weights, settings, dev, gen, train_set, test_set
     )
     start = 1 if ckpt is None else session.resume_from(ckpt)
+    if ckpt is not None:  # said even with --quiet: which epochs this run trains is no progress bar
+        print(
+            f"diswot: resuming from epoch {start} ({start - 1} of {settings.epochs} done)",
+            file=sys.stderr,
+        )
 
     run_folder(out)
     EpochLog(out).rewrite(session.history)  # a resumed run's logs catch up with its checkpoint
