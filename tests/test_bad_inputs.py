@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from diswot.cli import main
 from diswot.config import ProbeConfig
@@ -368,3 +370,30 @@ def test_distill_of_an_s1_student_on_cifar100_compares_with_the_shipped_vanilla_
     assert res["baseline_top1"] == s1_accuracy("cls")["333"]
     assert res["gain_top1"] == pytest.approx(res["best_top1"] - res["baseline_top1"])
     assert res["teacher_top1"] == load_checkpoint(tmp_path / "t" / "best.pt")["best"]["top1"]
+
+
+def test_a_custom_space_spec_gives_one_run_folder_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = f"{Path(__file__).resolve().parents[1] / 'examples' / 'my_space.py'}:MySpace"
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "--space", spec, "--cycles", "2", "--batch-size", "4", "--no-progress"]
+    assert main([*argv, *QUIET]) == 0
+    (folder,) = (tmp_path / "runs").iterdir()  # one folder, not a tree of the spec's path
+    assert re.fullmatch(r"search-my_space\.py-MySpace-\d{8}-\d{6}", folder.name), folder.name
+    assert f"writing runs/{folder.name}/" in capsys.readouterr().err
+
+
+class _Hungry(nn.Module):
+    """A student whose forward pass runs out of GPU memory (raised as torch raises it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+def test_running_out_of_memory_in_a_proxy_is_an_error_not_a_nan() -> None:
+    # A proxy's numerical failure scores NaN (ranked last); memory running out is not one: it
+    # reaches the command, which says to lower --batch-size, instead of a silently NaN student.
+    scorer = Scorer("resnet8", ProbeConfig(batch_size=4, num_classes=10))
+    with pytest.raises(torch.OutOfMemoryError):
+        scorer.score(_Hungry(), ["diswot"])
