@@ -22,7 +22,7 @@ import pytest
 
 from diswot.cli import main
 from diswot.errors import DiswotError
-from diswot.proxies import PROXIES, get_proxy, resolve_proxies
+from diswot.proxies import PROXIES, ensemble_members, get_proxy, resolve_proxies
 from diswot.proxies.composite import (
     COMPOSITES,
     DEFAULT_PROXY,
@@ -138,6 +138,7 @@ def test_a_composite_registers_as_a_proxy_with_its_terms_needs() -> None:
 
 def test_default_names_one_rule() -> None:
     assert resolve_proxies("default") == [DEFAULT_PROXY]
+    assert ensemble_members("default+params") == [DEFAULT_PROXY, "params"]
     assert resolve_aliases("default,params+default") == f"{DEFAULT_PROXY},params+{DEFAULT_PROXY}"
 
 

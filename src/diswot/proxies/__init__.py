@@ -83,7 +83,7 @@ def ensemble_members(name: str) -> list[str] | None:
     """
     if "+" not in name:
         return None
-    members = [m.strip().lower() for m in name.split("+")]
+    members = [resolve_alias(m.strip().lower()) for m in name.split("+")]
     if len(members) < 2 or not all(members):
         raise DiswotError(
             f"ensemble '{name}' needs two or more proxy names joined by '+', e.g. diswot+params"
