@@ -156,8 +156,8 @@ class _MacCounter(TorchDispatchMode):
     It looks up the same per-op formulas (``torch.utils.flop_counter.flop_registry``) and, like
     ``FlopCounterMode``, decomposes ops that have no formula in case they hide a matmul/conv,
     except normalisation ops whose decompositions only do elementwise work, and turns tensors into
-    shapes without pytree. On an NB201 net (one CPU core, plain forward ~8 ms) a counted forward
-    takes ~15 ms instead of ~29 ms with ``FlopCounterMode``; the tests check equal totals.
+    shapes without pytree, which makes it about twice as fast as ``FlopCounterMode``
+    (``benchmarks/cost_terms.py``); the tests check equal totals.
     """
 
     def __init__(self) -> None:
@@ -234,7 +234,7 @@ def _count(model: nn.Module, x: torch.Tensor, convention: str) -> int:
 
     Where :func:`_macs_in_leaves` holds (diswot's own networks), the MACs come from hooks on the
     conv and linear leaves too: the same totals (tested) without a dispatch mode, whose first use
-    imports ``torch._dynamo`` (~1 s, most of a short search's start-up). Anything else runs under
+    imports ``torch._dynamo`` (most of a short search's start-up, docs/scale.md). Anything else runs under
     :class:`_MacCounter`, which sees every op.
     """
     total = [0]
@@ -284,7 +284,7 @@ def profile(
     The batch size in ``input_size`` multiplies the FLOPs (NB201 tables use batch 1). The pass runs
     on the model's own device and dtype, in eval mode under ``no_grad``, so BN running statistics
     and parameters are untouched; every submodule's training flag is restored afterwards. (A real
-    pass on the CPU is ~7x faster than a shape-only pass on the ``meta`` device, whose kernels are
+    pass on the CPU is faster than a shape-only pass on the ``meta`` device, whose kernels are
     Python decompositions; models already on ``meta`` are still accepted.)
     """
     if convention not in CONVENTIONS:

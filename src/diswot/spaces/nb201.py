@@ -104,9 +104,9 @@ class NB201Space(SearchSpace):
 
             def prof(ops: list[str]) -> ModelCost:
                 # Built on ``meta`` (no init, so the global RNG is untouched), then given zeroed
-                # CPU storage: counting only needs shapes, and a real CPU pass takes ~30 ms where
-                # a ``meta`` pass takes ~300 ms and first imports torch._dynamo (~1 s), which
-                # made up most of a GPU search's start.
+                # CPU storage: counting only needs shapes, a real CPU pass is much faster than a
+                # ``meta`` one, and it does not import torch._dynamo, which made up most of a GPU
+                # search's start (docs/scale.md).
                 with torch.device("meta"):
                     model = NB201Network(format_arch(ops), num_classes=num_classes)
                 model = model.to_empty(device="cpu")
