@@ -242,6 +242,16 @@ def test_workers_from_a_script_without_a_main_guard_say_so(
     assert "a worker process died" not in err
 
 
+def test_python_m_diswot_starts_workers(tmp_path: Path) -> None:
+    # A package's __main__ runs unguarded top-level code, but spawn never re-imports one.
+    proc = _python("-m", "diswot", "search", "--space", "s1", "--teacher", "resnet8",
+                   "--workers", "2", "--cycles", "4", "--batch-size", "4", "--no-progress",
+                   "--out", str(tmp_path / "run"), *QUIET)  # fmt: skip
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert len(_candidates(tmp_path / "run")) == 4
+
+
 def test_a_worker_reimporting_the_script_stops_with_one_line(tmp_path: Path) -> None:
     script = tmp_path / "leaky.py"
     err = _run_script(script, _LEAKY_GUARD)

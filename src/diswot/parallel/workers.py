@@ -69,6 +69,9 @@ def _unguarded_main_line() -> int | None:
     main_file = getattr(main, "__file__", None)
     if main is None or not main_file:
         return None
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return None  # a package's __main__ (python -m diswot): spawn never re-imports those
     frame = sys._getframe(1)
     while frame is not None and not (
         frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)
