@@ -134,7 +134,8 @@ def _baseline(args: argparse.Namespace) -> dict[str, Any] | None:
         if shipped is None:
             return None
         recipe = defaults(TrainSettings)["epochs"]  # the paper's recipe, which the table used
-        fewer = f"; this run trained {args.epochs}" if args.epochs != recipe else ""
+        n = args.epochs
+        fewer = f"; this run: {n} epoch{'s' if n != 1 else ''}" if n != recipe else ""
         return {
             "top1": shipped,
             "source": "the shipped S1 plain-training accuracy on CIFAR-100, DisWOT paper, "
