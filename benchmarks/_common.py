@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 from diswot.spaces import get_space
 
 #: The set-up every NB201 speed figure uses: a ResNet-56 teacher at CIFAR-100's class count.

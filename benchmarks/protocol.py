@@ -37,10 +37,10 @@ from scipy.stats import rankdata
 
 from diswot import bench
 from diswot.models import create_model
-from diswot.probe import Scorer
 from diswot.proxies import get_proxy
 from diswot.proxies.diswotx import XParts, combine, xparts
 from diswot.rankstats import correlate
+from diswot.scoring import Scorer
 from diswot.spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"cores": cores, "repeats": args.repeats, "rows": rows}, indent=2))
     else:
-        print(f"{cores} usable cores, {args.repeats} runs per case, wall seconds of `diswot search`")
+        print(
+            f"{cores} usable cores, {args.repeats} runs per case, wall seconds of `diswot search`"
+        )
         for r in rows:
             print(
                 f"{r['case']:<22} median {r['median_s']:7.1f}  "

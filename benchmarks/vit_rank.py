@@ -33,8 +33,8 @@ import torch
 from diswot import rankstats
 from diswot.models import create_model
 from diswot.models.vit import ResizeInput
-from diswot.probe import Scorer
 from diswot.proxies import get_proxy
+from diswot.scoring import Scorer
 from diswot.spaces import get_space
 
 #: Proxies that cost one student forward pass beyond DisWOT's (none needs a backward pass).

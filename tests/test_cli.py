@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from diswot.cli import main
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 
 
 def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,7 +174,9 @@ def test_rank_small_subset_end_to_end(tmp_path, capsys: pytest.CaptureFixture[st
     assert rows[("params", "kd")]["kendall"] == pytest.approx(1.0)
     assert rows[("flops", "cls")]["kendall"] == pytest.approx(7 / math.sqrt(70))
     scores = list(csv.DictReader((tmp_path / "r" / "scores.csv").open()))
-    tau = stats.kendalltau([float(r["diswot"]) for r in scores], [float(r["acc_kd"]) for r in scores])
+    tau = stats.kendalltau(
+        [float(r["diswot"]) for r in scores], [float(r["acc_kd"]) for r in scores]
+    )
     assert rows[("diswot", "kd")]["kendall"] == pytest.approx(tau.statistic)
     for name in ("scores.csv", "correlations.json", "scatter.png", "settings.json"):
         assert (tmp_path / "r" / name).exists()

@@ -177,10 +177,10 @@ def test_unknown_devices_are_refused_like_train(device: str, match: str) -> None
 
 
 def test_auto_and_cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from diswot.distill import trainer
+    from diswot.distill import run
     from diswot.runtime import resolve_device
 
-    assert trainer.resolve_device is resolve_device  # train/evaluate and the probe share one check
+    assert run.resolve_device is resolve_device  # train/evaluate and the probe share one check
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert Scorer("resnet8", num_classes=10, batch_size=4, device="auto").device.type == "cpu"
     with pytest.raises(DiswotError, match="CUDA is not available; use --device cpu"):

@@ -12,7 +12,7 @@ from diswot.errors import DiswotError
 from diswot.models import create_model
 from diswot.models.cost import profile
 from diswot.models.imagenet_resnet import RESNET_LAYOUTS, ZenResNet, parse_arch
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 from diswot.spaces import DatasetSpec, get_space
 from diswot.spaces.resnet_imagenet import MAX_LAYERS, count_layers
 

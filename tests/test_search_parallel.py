@@ -155,7 +155,7 @@ def test_stdin_main_is_refused_before_any_worker_starts(monkeypatch: pytest.Monk
 
 
 def test_scoring_is_strict_fp32_and_restores_the_callers_tf32_flags() -> None:
-    from diswot.probe import strict_fp32
+    from diswot.scoring import strict_fp32
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

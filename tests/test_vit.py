@@ -31,7 +31,7 @@ from diswot.models.vit import (
     vit_macs,
     vit_params,
 )
-from diswot.probe import Scorer
+from diswot.scoring import Scorer
 from diswot.spaces import get_space, list_spaces
 from diswot.spaces.vit import (
     AF_HIDDEN,

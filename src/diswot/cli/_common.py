@@ -8,7 +8,7 @@ import sys
 
 from diswot.data import SOURCES
 from diswot.errors import flag
-from diswot.probe import ENGINES, PRECISIONS
+from diswot.scoring import ENGINES, PRECISIONS
 from diswot.scoring.teacher import TEACHER_INITS
 
 #: The probe options' defaults, as :func:`add_probe_args` sets them (``--teacher``'s is per command).

@@ -24,7 +24,7 @@ from typing import Any
 from diswot.cli._common import PROBE_DEFAULTS, add_probe_args, options_text, print_json
 from diswot.config import ProbeConfig
 from diswot.data import check_root_is_read
-from diswot.distill.trainer import resolve_student
+from diswot.distill.students import resolve_student
 from diswot.errors import DiswotError
 from diswot.models import is_model_name
 from diswot.models.nb201 import is_arch_string

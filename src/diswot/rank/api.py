@@ -136,9 +136,9 @@ def run_rank(
             local processes, ``backend="ray"`` on Ray actors (:mod:`diswot.parallel`); the scores
             and the cache are the serial path's. The default (1, ``local``) stays in-process.
         precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
-            :class:`~diswot.probe.Scorer`); part of the run folder's fixed settings.
+            :class:`~diswot.scoring.Scorer`); part of the run folder's fixed settings.
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
-            :data:`~diswot.probe.ENGINES`); the same scores either way, so not a fixed setting.
+            :data:`~diswot.scoring.ENGINES`); the same scores either way, so not a fixed setting.
     """
     refuse_reimported_main("run_rank")
     t0 = time.perf_counter()

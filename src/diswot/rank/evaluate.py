@@ -12,9 +12,9 @@ from functools import partial
 
 import torch
 
-from diswot.probe import NUMERICAL_FAILURES, Scorer, proxy_value
 from diswot.proxies import get_proxy
 from diswot.rank.plan import _Plan
+from diswot.scoring import NUMERICAL_FAILURES, Scorer, proxy_value
 from diswot.scoring.teacher import reload_teacher
 
 #: One unit of work: an architecture, a seed and the proxies still missing for it.
@@ -66,9 +66,7 @@ def evaluate_timed(
 
 
 def score_tasks(scorer: Scorer, tasks: Sequence[Task]) -> Iterator[Record]:
-    """Evaluate ``tasks`` in order on one Scorer, a record each as it is scored (the Scorer is told
-    the whole list first, so an engine can prepare what the next tasks share)."""
-    scorer.expect((arch, seed) for arch, seed, _ in tasks)
+    """Evaluate ``tasks`` in order on one Scorer, a record each as it is scored."""
     for arch, seed, need in tasks:
         yield (arch, seed, *evaluate_timed(scorer, arch, need, seed))
 

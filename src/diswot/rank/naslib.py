@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from diswot import bench, rankstats
 from diswot.errors import DiswotError
-from diswot.probe import Scorer
 from diswot.proxies import get_proxy
 from diswot.rank.evaluate import evaluate_timed
 from diswot.rank.result import RankResult
+from diswot.scoring import Scorer
 
 #: Proxies NASLib published for NB201 (plus ``zen`` from the Zen-score tables), our names.
 NASLIB_PROXIES = (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from diswot.config import build, to_settings
 from diswot.errors import DiswotError
-from diswot.probe import check_precision, resolve_engine
 from diswot.proxies import ensemble_members, resolve_proxies
 from diswot.rank.config import RankConfig
+from diswot.scoring import check_precision, resolve_engine
 from diswot.spaces import SearchSpace, get_space
 
 #: Proxies always reported beside the requested ones: the trivial baselines.

@@ -386,9 +386,6 @@ class Scorer:
         ):
             self._spare = (probe.student, model)
 
-    def expect(self, evaluations: Iterable[tuple[StudentLike, int]]) -> None:
-        """A no-op, until rank's last call is gone: the draw-ahead this hint fed was removed."""
-
     def evaluate(self, student: StudentLike, proxies: Iterable[str], seed: int) -> dict[str, float]:
         """Values of ``proxies`` for one student and one seed; a failing proxy gives NaN, not a crash."""
         proxies = list(proxies)

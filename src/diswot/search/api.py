@@ -151,9 +151,9 @@ def run_search(
             order, so a run is a deterministic function of ``(seed, in_flight)`` whatever the
             backend; ``in_flight=1`` is the serial search.
         precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
-            :class:`~diswot.probe.Scorer`); a resumed run keeps its own.
+            :class:`~diswot.scoring.Scorer`); a resumed run keeps its own.
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
-            :data:`~diswot.probe.ENGINES`); the same scores either way, so a resume may change it.
+            :data:`~diswot.scoring.ENGINES`); the same scores either way, so a resume may change it.
         on_start: called with ``out_dir`` once every setting is checked, the teacher built and the
             workers started and the run folder made, before anything is written in it (the CLI
             announces the folder there, so a folder that cannot be made is never announced).
@@ -208,7 +208,7 @@ def run_search(
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
         raise DiswotError("--seeds must be at least 1")
-    from diswot.probe import check_precision, resolve_engine
+    from diswot.scoring import check_precision, resolve_engine
     from diswot.scoring.teacher import TARGET_CLASSES_FIX, choose_teacher
 
     check_precision(precision)

@@ -111,8 +111,8 @@ class ProxyObjectiveFactory:
     def objective(self) -> ProxyObjective:
         """The objective, its teacher built for every probe seed, so that a teacher that does not
         fit (another class count, say) fails now with its own message, not mid-search."""
-        from diswot.probe import Scorer
         from diswot.proxies import get_proxy
+        from diswot.scoring import Scorer
 
         spec = get_proxy(self.proxy)
         scorer = Scorer.for_space(

@@ -234,7 +234,7 @@ class ResNetImageNetSpace(SearchSpace):
     def build(self, arch: str, num_classes: int = 1000) -> nn.Module:
         """The student of ``arch``; a registered model name (a teacher) is built by the model zoo.
 
-        Teacher names are accepted because :class:`~diswot.probe.Scorer` builds a teacher given by
+        Teacher names are accepted because :class:`~diswot.scoring.Scorer` builds a teacher given by
         name through the same ``builder`` as its students, and ResNet-34/50 lie outside the space.
         """
         if isinstance(arch, str) and arch.strip() in MODELS:
@@ -246,7 +246,7 @@ class ResNetImageNetSpace(SearchSpace):
     ) -> ModelCost:
         """Parameters and MACs of one ``image_size`` image, cached by the base class.
 
-        Also takes the ``(1, 3, H, H)`` input size :class:`~diswot.probe.Scorer` hands its
+        Also takes the ``(1, 3, H, H)`` input size :class:`~diswot.scoring.Scorer` hands its
         ``coster``, so ``Scorer(..., coster=space.cost)`` works without a wrapper.
         """
         if not isinstance(image_size, int):
