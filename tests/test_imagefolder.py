@@ -225,3 +225,26 @@ def test_search_and_rank_take_an_image_folder(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "has 10 class folders but the teacher has 100 classes" in err
+
+
+def test_train_takes_data_imagefolder_like_the_probe_commands(tmp_path):
+    """``--data imagefolder`` is the same option for train/distill as for score/rank/search."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            d = tmp_path / "imgs" / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (12, 12), (40 * i, 90 * c, 30)).save(d / f"{i}.png")
+    out = subprocess.run(
+        [sys.executable, "-m", "diswot", "train", "--model", "resnet8", "--data", "imagefolder",
+         "--data-root", str(tmp_path / "imgs"), "--epochs", "1", "--out", str(tmp_path / "run"),
+         "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "train resnet8 (ce) on imagefolder" in out.stdout

@@ -35,7 +35,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     """Which dataset: CIFAR pickles, an image folder, or the seeded synthetic task."""
     g = p.add_argument_group("data")
     g.add_argument(
-        "--dataset", default="cifar100", help=f"one of {', '.join(DATASETS)} (default cifar100)"
+        "--dataset",
+        "--data",  # the probe commands' name for the same choice
+        dest="dataset",
+        default="cifar100",
+        help=f"one of {', '.join(DATASETS)} (default cifar100); --data is the same option",
     )
     g.add_argument(
         "--data-root",
