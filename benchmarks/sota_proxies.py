@@ -260,8 +260,8 @@ def choose_swap(rows: dict[str, dict], job: Job) -> list[str]:
     truth = [job.targets["cifar10"][a] for a in archs]
     params_k = np.array([rows[a]["values"]["params"] / 1e3 for a in archs])
     results = []
-    for mu in np.quantile(params_k, [0.5, 0.75, 0.9, 1.0]).tolist() + [1_500.0, 2_000.0]:
-        for sigma in (1e4, 1e5, 3e5, 1e6, 3e6, 1e7):
+    for mu in np.quantile(params_k, [0.5, 0.75, 0.9, 1.0]).tolist() + [1_500.0, 2_000.0, 3_000.0]:
+        for sigma in (1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8):
             col = [swap_reg(rows[a]["values"], mu, sigma) for a in archs]
             results.append((correlate(col, truth)["spearman"], mu, sigma))
     results.sort(reverse=True)
