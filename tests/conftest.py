@@ -12,7 +12,11 @@ reads CIFAR can be tested without the 160 MB downloads.
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +155,20 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     for mark in item.iter_markers("reference_data"):
         for path in mark.args:
             reference_data(path)
+
+
+def sigkill_after_lines(cmd: list[str], path: Path, lines: int, timeout: float = 120.0) -> int:
+    """Run ``cmd`` (one thread) and SIGKILL it once ``path`` holds ``lines`` complete lines: the
+    way a user's run dies mid-search. Returns the lines written when it died; fails the test if
+    the run ended first."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= lines:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return path.read_bytes().count(b"\n")

@@ -8,13 +8,12 @@ import json
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import sigkill_after_lines
 from torch import nn
 
 import diswot.latency as latency_module
@@ -437,19 +436,7 @@ def test_sigkill_then_resume_gives_the_same_front(tmp_path, capsys):
             "params,flops", "--cycles", "14", "--population", "4", "--seed", "3",
             "--no-progress"]  # fmt: skip
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    path = killed / CANDIDATES
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_bytes().count(b"\n") >= 3:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 3 <= path.read_bytes().count(b"\n") < 14
+    assert 3 <= sigkill_after_lines(_cli(*args, "--out", str(killed)), killed / CANDIDATES, 3) < 14
 
     assert main(["search", "--resume", str(killed), "--json", "--no-progress"]) == 0
     resumed = json.loads(capsys.readouterr().out)
@@ -457,5 +444,5 @@ def test_sigkill_then_resume_gives_the_same_front(tmp_path, capsys):
     fresh = json.loads(capsys.readouterr().out)
     assert resumed["pareto"]["front"] == fresh["pareto"]["front"]
     assert resumed["winner"] == fresh["winner"]
-    a, b = load_candidates(path), load_candidates(tmp_path / "fresh" / CANDIDATES)
+    a, b = load_candidates(killed / CANDIDATES), load_candidates(tmp_path / "fresh" / CANDIDATES)
     assert len(a) == 14 and strip(a) == strip(b)

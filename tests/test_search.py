@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import sigkill_after_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -513,19 +510,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, capsys):
             "--max-params", "200k", "--cycles", "12", "--population", "4", "--sample-size", "2",
             "--batch-size", "4", "--seed", "3", "--no-progress"]  # fmt: skip
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    path = killed / CANDIDATES
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_bytes().count(b"\n") >= 2:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_killed = path.read_bytes().count(b"\n")
+    n_killed = sigkill_after_lines(_cli(*args, "--out", str(killed)), killed / CANDIDATES, 2)
     assert 2 <= n_killed < 12
 
     # Resume with nothing but the folder, and an uninterrupted run, both through the CLI.
@@ -537,7 +522,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, capsys):
 
     assert resumed["winner"] == uninterrupted["winner"]
     assert set(resumed["winner"]) >= {"arch", "score", "params", "flops"}
-    a, b = load_candidates(path), load_candidates(fresh_dir / CANDIDATES)
+    a, b = load_candidates(killed / CANDIDATES), load_candidates(fresh_dir / CANDIDATES)
     assert len(a) == len(b) == 12 and _strip(a) == _strip(b)
     assert resumed["winner"]["params"] <= 200_000
 

@@ -124,6 +124,24 @@ def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any], keys: Iterable
     return [k for k in keys if stored_setting(old, k) != stored_setting(new, k)]
 
 
+def refuse_other_settings(
+    out: str | Path,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    keys: Iterable[str],
+    what: str = "a run",
+) -> None:
+    """A one-line error when a resume's settings differ from the folder's in one of ``keys``
+    (the first three differences shown with their stored and new values)."""
+    diff = settings_diff(old, new, keys)
+    if diff:
+        shown = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in diff[:3])
+        raise DiswotError(
+            f"{out} holds {what} with other settings: {shown}; resume with the same settings "
+            "or use another --out"
+        )
+
+
 class Journal:
     """An append-only JSON-lines file of records: flushed and fsynced per append, torn tail cut.
 
@@ -211,6 +229,7 @@ __all__ = [
     "atomic_write_text",
     "json_float",
     "read_settings",
+    "refuse_other_settings",
     "settings_diff",
     "stored_setting",
     "versions",

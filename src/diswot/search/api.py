@@ -36,7 +36,11 @@ from torch import nn
 from diswot.config import build, replace, to_settings
 from diswot.errors import DiswotError
 from diswot.parallel.workers import refuse_reimported_main
-from diswot.runfolder import atomic_write_json, settings_diff, write_settings
+from diswot.runfolder import (
+    atomic_write_json,
+    refuse_other_settings,
+    write_settings,
+)
 from diswot.runtime import parse_device, refuse_file, resolve_device, run_folder
 from diswot.scoring.reference import reference_settings, run_references, write_references
 from diswot.search.budget import Budget
@@ -377,14 +381,7 @@ def _check_folder(out: Path, cfg: SearchConfig, resume: bool) -> list[dict]:
                 f"{out} already exists and is not empty; use --resume {out} or another --out"
             )
         return []
-    old, new = read_settings(out), to_settings(cfg)
-    diff = settings_diff(old, new, FIXED_SETTINGS)
-    if diff:
-        shown = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in diff[:3])
-        raise DiswotError(
-            f"{out} holds a search with other settings: {shown}; resume with the same settings "
-            "or use another --out"
-        )
+    refuse_other_settings(out, read_settings(out), to_settings(cfg), FIXED_SETTINGS, "a search")
     records = load_candidates(out / CANDIDATES)
     if cfg.cycles is not None and len(records) > cfg.cycles:
         raise DiswotError(

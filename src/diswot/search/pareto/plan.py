@@ -16,7 +16,7 @@ from typing import Any
 
 from diswot.config import build, replace, to_settings
 from diswot.errors import DiswotError
-from diswot.runfolder import settings_diff
+from diswot.runfolder import refuse_other_settings
 from diswot.search.budget import Budget
 from diswot.search.config import read_settings
 from diswot.search.ledger import Admission, Ledger
@@ -125,13 +125,7 @@ class ParetoPlan:
         if resume and out is not None:
             old = dict(read_settings(out).get(KEY) or {})
             new = to_settings(replace(cfg, storage=_hidden(cfg.storage)))
-            diff = settings_diff(old, new, FIXED)
-            if diff:
-                shown = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in diff[:3])
-                raise DiswotError(
-                    f"{out} holds a Pareto search with other settings: {shown}; resume with the "
-                    "same settings or use another --out"
-                )
+            refuse_other_settings(out, old, new, FIXED, "a Pareto search")
             cfg = replace(cfg, run_id=old.get("run_id"))
             known = LatencyMeter.read(out / LATENCIES)
             if cfg.storage is not None:
