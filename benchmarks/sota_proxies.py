@@ -29,11 +29,13 @@ Jobs (synthetic N(0, 1) probe batch of 64, seed 0, the probe's classes = the tar
   (100 classes, 32 px) and ImageNet16-120 (120 classes, 16 px);
 * ``s1``: the 64 S1 students (100 classes, 32 px), targets KD and plain (``cls``) CIFAR-100 accuracy.
 
-**Report**: Kendall and Spearman (:func:`diswot.rankstats.correlate`) of every term and of the papers'
-aggregates (``az_nas``, ``vkdnw_agg``: :mod:`diswot.proxies.aggregate`, computed on the architectures
+**Report**: Kendall (with its bootstrap standard error over the architectures) and Spearman
+(:func:`diswot.rankstats.correlate`) of every term and of the papers' aggregates (``az_nas``, ``vkdnw_agg``: :mod:`diswot.proxies.aggregate`, computed on the architectures
 that have every term) per target; ``swap_reg`` with the registered ``SWAP_MU``/``SWAP_SIGMA``; a
 grid of those two on the development split only (``--choose-swap``); and the cost table: median
-seconds per candidate of each family next to the forward+backward of the same students.
+seconds per candidate of each family next to the forward+backward of the same students; and, for
+the NB201 jobs, FLOPs' Kendall on the job's cells next to all 15,625 cells (how typical the sample
+is, since the papers report on the whole space).
 """
 
 from __future__ import annotations
@@ -216,6 +218,30 @@ def _complete(rows: dict[str, dict], job: Job, need: set[str]) -> list[str]:
     return [a for a in job.archs if a in rows and need <= set(rows[a]["values"])]
 
 
+def bootstrap_se(pred: list[float], true: list[float], draws: int = 200) -> float:
+    """Standard error of Kendall's tau over resamples of the architectures (seeded)."""
+    rng = np.random.default_rng(0)
+    p, t = np.asarray(pred), np.asarray(true)
+    taus = [correlate(p[i], t[i])["kendall"] for i in rng.integers(0, len(p), (draws, len(p)))]
+    return float(np.std(taus))
+
+
+def population_check(job: Job) -> list[str]:
+    """FLOPs' Kendall on the job's cells and on all 15,625 NB201 cells: how typical the sample is."""
+    if job.space != "nb201":
+        return []
+    space = get_space(job.space)
+    out = []
+    for target, acc in job.targets.items():
+        for label, archs in (("sample", job.archs), ("all cells", bench.nb201_archs())):
+            flops = [space.cost(a, job.num_classes, job.image_size).flops for a in archs]
+            c = correlate(flops, [acc[a] for a in archs])
+            out.append(
+                f"| {target} | {label} | {len(archs)} | {c['kendall']:.3f} | {c['spearman']:.3f} |"
+            )
+    return out
+
+
 def correlation_table(name: str, job: Job, rows: dict[str, dict]) -> list[str]:
     """Markdown rows ``| job | target | term | n | kendall | spearman |`` for every term/aggregate."""
     out = []
@@ -235,7 +261,7 @@ def correlation_table(name: str, job: Job, rows: dict[str, dict]) -> list[str]:
                 c = correlate(col, truth)
                 out.append(
                     f"| {name} | {target} | {term} | {len(archs)} | "
-                    f"{c['kendall']:.3f} | {c['spearman']:.3f} |"
+                    f"{c['kendall']:.3f} | {bootstrap_se(col, truth):.3f} | {c['spearman']:.3f} |"
                 )
     return out
 
@@ -284,7 +310,11 @@ def swap_spread(rows: dict[str, dict]) -> str:
 
 
 def report(names: list[str], all_jobs: dict[str, Job], choose: bool) -> str:
-    lines = ["| job | target | term | n | Kendall | Spearman |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| job | target | term | n | Kendall | ± (bootstrap SE) | Spearman |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    population = ["| target | FLOPs on | n | Kendall | Spearman |", "|---|---|---|---|---|"]
     cost = [
         "| job | family | n | s / candidate | fwd+bwd s | ratio (median) |",
         "|---|---|---|---|---|---|",
@@ -297,11 +327,12 @@ def report(names: list[str], all_jobs: dict[str, Job], choose: bool) -> str:
         rows = load(name)
         lines += correlation_table(name, all_jobs[name], rows)
         cost += cost_table(name, rows)
+        population += population_check(all_jobs[name])
         extra.append(f"{name}: {swap_spread(rows)}")
         if choose and name == "dev":
             extra += ["", "| mu (k params) | sigma | Spearman (dev) |", "|---|---|---|"]
             extra += choose_swap(rows, all_jobs[name])
-    return "\n".join(lines + [""] + cost + [""] + extra)
+    return "\n".join(lines + [""] + cost + [""] + population + [""] + extra)
 
 
 def main(argv: list[str] | None = None) -> int:
