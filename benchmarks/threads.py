@@ -34,7 +34,8 @@ def _search(threads: int | None, out: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     seconds = time.perf_counter() - t0
-    note = next((ln for ln in done.stderr.splitlines() if "threads" in ln), "")
+    text = done.stderr.replace("\r", "\n")
+    note = next((ln[ln.index("threads") :] for ln in text.splitlines() if "(auto:" in ln), "")
     return seconds, note
 
 
