@@ -18,8 +18,10 @@ The rule, written before any held-out number was looked at (issue 17, items 4 an
 3. **Choice, on held-out data:** among the candidates and the single terms, the default is the one
    with the best *mean* Kendall over the held-out targets measured: NB201 CIFAR-100 and
    ImageNet16-120 (the first 300 held-out cells), S1 KD and S1 plain-training accuracy (64 students).
-   The ViT KD targets (PiT, AutoFormer) are not in the cache (their 224 px students cost too much for
-   this CPU session), so they do not vote; docs/proxies.md says so.
+   With ``--vit DIR`` (the ``--out`` of ``benchmarks/vit_rank.py score --proxies
+   zico,meco,vkdnw_jacov,params --dataset c100``, batch 16, for ``--space pit`` and
+   ``--space autoformer``), the PiT and AutoFormer CIFAR-100 KD targets vote too, for the candidates
+   whose terms were measured there (AZ-NAS's and SWAP's were not: they are left out of that mean).
 
 Aggregation here ranks within each evaluated set; the registered composite proxies rank each term
 against a fixed reference sample of the space instead (``diswot.scoring.reference``), which is the
@@ -105,9 +107,27 @@ def targets() -> dict[str, tuple[str, dict[str, float]]]:
     }
 
 
+def vit_targets(folder: Path) -> dict[str, tuple[dict[str, dict], dict[str, float]]]:
+    """PiT and AutoFormer CIFAR-100 KD targets from ``vit_rank.py score`` runs in ``folder``."""
+    from diswot.spaces import get_space
+
+    out = {}
+    for space, label in (("pit", "PiT KD"), ("autoformer", "AutoFormer KD")):
+        path = folder / f"{space}-c100-b16" / "scores.jsonl"
+        if not path.exists():
+            continue
+        rows: dict[str, dict] = collections.defaultdict(dict)
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            rows[r["arch"]].update(r["values"])
+        out[label] = (dict(rows), get_space(space).ground_truth("c100_kd"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--vit", default=None, help="vit_rank.py's --out folder (PiT, AutoFormer)")
     args = ap.parse_args(argv)
     dev = load("dev")
     costs = dev.pop("__cost__")
@@ -132,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     for ts in chosen:
         candidates["+".join(ts)] = ts
     held = {name: (load(job), acc) for name, (job, acc) in targets().items()}
+    if args.vit:
+        held.update(vit_targets(Path(args.vit)))
     table = []
     for name, ts in candidates.items():
         row = {
@@ -143,14 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         for tname, (rows, acc) in held.items():
             rows = {a: v for a, v in rows.items() if a != "__cost__"}
             ok = [a for a, v in rows.items() if all(t in v for t in ts) and a in acc]
+            if len(ok) < 10:  # a target where these terms were not measured
+                row[tname] = None
+                continue
             s = aggregate(rows, ok, ts)
             gt = np.array([acc[a] for a in ok])
             tau = float(kendalltau(s, gt).statistic)
             row[tname] = (tau, float(spearmanr(s, gt).statistic), len(ok))
             taus.append(tau)
         row["mean"] = float(np.mean(taus))
+        row["voters"] = len(taus)
         table.append(row)
-    admissible = [r for r in table if r["cost"] <= MAX_COST]
+    most = max(r["voters"] for r in table)
+    admissible = [r for r in table if r["cost"] <= MAX_COST and r["voters"] == most]
     default = max(admissible, key=lambda r: r["mean"])
     if args.json:
         print(json.dumps({"costs": costs, "table": table, "default": default["candidate"]}))
@@ -163,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| candidate | cost | dev C10 | " + " | ".join(names) + " | mean held-out |")
     print("|---|---|---|" + "---|" * len(names) + "---|")
     for r in sorted(table, key=lambda r: -r["mean"]):
-        cells = " | ".join(f"{r[n][0]:.3f} ({r[n][1]:.3f})" for n in names)
+        cells = " | ".join(f"{r[n][0]:.3f} ({r[n][1]:.3f})" if r[n] else "-" for n in names)
         print(
             f"| {r['candidate']} | {r['cost']:.2f}x | {r['dev']:.3f} | {cells} | {r['mean']:.3f} |"
         )
