@@ -247,7 +247,7 @@ def correlation_table(name: str, job: Job, rows: dict[str, dict]) -> list[str]:
     out = []
     cheap = {t for f, ts in FAMILIES.items() if f != "vkdnw" for t in ts} | {"params", "flops"}
     groups = [_complete(rows, job, cheap), _complete(rows, job, cheap | set(FAMILIES["vkdnw"]))]
-    seen: set[str] = set()
+    seen: set[tuple[str, str, int]] = set()  # a smaller complete subset repeats every term
     for archs in groups:
         if len(archs) < 10:
             continue
@@ -255,9 +255,9 @@ def correlation_table(name: str, job: Job, rows: dict[str, dict]) -> list[str]:
         for target, acc in job.targets.items():
             truth = [acc[a] for a in archs]
             for term, col in cols.items():
-                if (target, term) in seen:
+                if (target, term, len(archs)) in seen:
                     continue
-                seen.add((target, term))
+                seen.add((target, term, len(archs)))
                 c = correlate(col, truth)
                 out.append(
                     f"| {name} | {target} | {term} | {len(archs)} | "
