@@ -43,10 +43,10 @@ if TYPE_CHECKING:
 
 #: What ``default`` resolves to wherever a proxy or objective is named (see the module docstring).
 #: Chosen by the rule of ``benchmarks/default_rule.py`` (best mean held-out Kendall among the
-#: candidates costing at most 3x a forward+backward): the parameter count, on the targets measured
-#: so far (docs/proxies.md, "The default objective"). The commands' own default objective is still
-#: the paper's score until the ViT targets have voted.
-DEFAULT_PROXY = "params"
+#: candidates costing at most 3x a forward+backward, over NB201 CIFAR-100 and ImageNet16-120, S1
+#: KD and plain, PiT and AutoFormer KD): ZiCo (docs/default_objective.md). The commands' own
+#: default objective is still the paper's score.
+DEFAULT_PROXY = "zico"
 
 #: The alias of :data:`DEFAULT_PROXY`.
 DEFAULT_ALIAS = "default"
