@@ -68,7 +68,9 @@ def family(term: str) -> str:
     return "jacov" if term == "vkdnw_jacov" else term
 
 
-def load(job: str) -> dict[str, dict]:
+def load(job: str) -> tuple[dict[str, dict], dict[str, float]]:
+    """A job's raw terms per architecture, and each family's cost (median seconds over one
+    forward+backward of the same students)."""
     rows: dict[str, dict] = collections.defaultdict(dict)
     seconds: dict[str, list[float]] = collections.defaultdict(list)
     with (CACHE / f"{job}.jsonl").open() as fh:
@@ -77,8 +79,7 @@ def load(job: str) -> dict[str, dict]:
             rows[r["arch"]].update(r["values"])
             if r.get("base_seconds"):
                 seconds[r["family"]].append(r["seconds"] / r["base_seconds"])
-    rows["__cost__"] = {f: statistics.median(v) for f, v in seconds.items() if v}
-    return rows
+    return dict(rows), {f: statistics.median(v) for f, v in seconds.items() if v}
 
 
 def column(rows: dict[str, dict], archs: list[str], term: str) -> np.ndarray:
@@ -129,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--vit", default=None, help="vit_rank.py's --out folder (PiT, AutoFormer)")
     args = ap.parse_args(argv)
-    dev = load("dev")
-    costs = dev.pop("__cost__")
+    dev, costs = load("dev")
     dev_acc = bench.nb201_accuracy("cifar10")
     archs = [a for a, v in dev.items() if all(t in v for t in TERMS)]
     y = np.array([dev_acc[a] for a in archs])
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     candidates: dict[str, tuple[str, ...]] = {t: (t,) for t in TERMS}
     for ts in chosen:
         candidates["+".join(ts)] = ts
-    held = {name: (load(job), acc) for name, (job, acc) in targets().items()}
+    held = {name: (load(job)[0], acc) for name, (job, acc) in targets().items()}
     if args.vit:
         held.update(vit_targets(Path(args.vit)))
     table = []
@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "candidate": name,
             "cost": cost(ts, costs),
-            "dev": dev_tau.get(ts, kendalltau(aggregate(dev, archs, ts), y).statistic),
+            "dev": dev_tau[ts]
+            if ts in dev_tau
+            else kendalltau(aggregate(dev, archs, ts), y).statistic,
         }
         taus = []
         for tname, (rows, acc) in held.items():
-            rows = {a: v for a, v in rows.items() if a != "__cost__"}
             ok = [a for a, v in rows.items() if all(t in v for t in ts) and a in acc]
             if len(ok) < 10:  # a target where these terms were not measured
                 row[tname] = None
