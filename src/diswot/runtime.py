@@ -140,7 +140,9 @@ def choose_threads(threads: int | None = None, *, workers: int = 1) -> ThreadCho
             raise DiswotError(f"--threads must be at least 1, got {threads}")
         return ThreadChoice(int(threads), usable_cpus(), 0.0, True)
     usable = usable_cpus()
-    busy = busy_cpus()
+    # One thread each is all there is to choose when the CPUs cannot cover the workers: no need
+    # to spend the sampling window on start-up.
+    busy = busy_cpus() if usable > max(1, workers) else 0.0
     free = max(1, usable - math.floor(busy + 0.5))
     per_worker = max(1, free // max(1, workers))
     return ThreadChoice(min(per_worker, torch.get_num_threads()), usable, busy, False)
