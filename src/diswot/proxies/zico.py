@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from diswot.proxies._paper import paper_model
-from diswot.proxies._shared import _RequireGrad, finite_or_nan, first_tensor, prunable_layers
+from diswot.proxies._shared import (
+    _RequireGrad,
+    cached,
+    finite_or_nan,
+    first_tensor,
+    prunable_layers,
+)
 from diswot.proxies.registry import register_proxy
 
 if TYPE_CHECKING:
@@ -39,7 +45,9 @@ def zico_from_gradients(grads: list[torch.Tensor]) -> float:
     total = 0.0
     for g in grads:
         g = g.reshape(g.shape[0], -1).double()
-        std = g.std(dim=0, unbiased=False)
+        # The population std written out: torch.std over the batch dimension takes a slow strided
+        # reduction, about 15x the time of these elementwise passes for the same values.
+        std = (g - g.mean(dim=0)).square_().mean(dim=0).sqrt_()
         keep = std > 0
         ratio = float((g.abs().mean(dim=0)[keep] / std[keep]).sum())
         if ratio > 0:
@@ -50,6 +58,11 @@ def zico_from_gradients(grads: list[torch.Tensor]) -> float:
 @register_proxy("zico", needs_labels=True, needs_grad=True)
 def zico(probe: StudentProbe) -> float:
     """ZiCo: sum over layers of log of summed mean|grad| / std(grad) across batches."""
+    # A grouped pass (diswot.scoring.group) may have computed it with the probe's group-mates.
+    return cached(probe, "zico", lambda: _zico(probe))
+
+
+def _zico(probe: StudentProbe) -> float:
     if probe.inputs.shape[0] < ZICO_BATCHES:
         return math.nan
     model = paper_model(probe, "default")
