@@ -259,6 +259,24 @@ class NB201Supernet:
         self.ops = ops
         self.arch = arch
 
+    def weights(self, arch: str, seed: int) -> dict[tuple, Tensor]:
+        """The weights ``load(arch, seed)`` gives ``arch``, by slot, without loading it.
+
+        For running several candidates at once (``diswot.models.nb201_grouped``): each dict must
+        stay valid while others are made, so stream windows are returned as views (the stream
+        outlives its eviction through them) and otherwise the slots are drawn into tensors of
+        their own (the per-candidate store is overwritten by every load). Same numbers either way.
+        """
+        order = self._draw_order(parse_arch(arch))
+        stream = self._stream(seed) if self.streams else None
+        if stream is not None:
+            return self._views(stream, order)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        return {
+            key: torch.empty(self._shapes[key]).normal_(generator=gen).to(self.device)
+            for key in order
+        }
+
     # -- forward ---------------------------------------------------------------------------------
     def features(self, x: Tensor, dtype: torch.dtype | None = None) -> Features:
         """Logits, pre-pool feature map and pooled features of the loaded candidate on ``x``.
