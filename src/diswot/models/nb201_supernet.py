@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -258,6 +258,7 @@ class NB201Supernet:
             self._weights = self._drawn(order, seed)
         self.ops = ops
         self.arch = arch
+        self._flags = _cell_flags(ops)
 
     def weights(self, arch: str, seed: int) -> dict[tuple, Tensor]:
         """The weights ``load(arch, seed)`` gives ``arch``, by slot, without loading it.
@@ -322,21 +323,42 @@ class NB201Supernet:
                 x = short + branch
                 continue
             index = item[1]
-            nodes = [x]
+            nodes: list[Tensor | None] = [x]
             relu: dict[int, Tensor] = {}
+            live, zero = self._flags
             for node in (1, 2, 3):
                 total = None
-                for k, (dst, src) in enumerate(EDGES):
-                    if dst == node:
-                        y = self._edge(index, k, nodes[src], relu, src)
-                        total = y if total is None else total + y
+                if live[node]:
+                    for k, (dst, src) in enumerate(EDGES):
+                        # An edge adds exactly zero when its op is none or its source is zero
+                        # (ReLU, conv, train-mode BN of zeros and pooling all give zeros).
+                        if dst == node and self.ops[k] != "none" and not zero[src]:
+                            y = self._edge(index, k, nodes[src], relu, src)  # type: ignore[arg-type]
+                            total = y if total is None else total + y
+                    if total is None:
+                        total = x.mul(0.0)  # what the built cell's none edges sum to
                 nodes.append(total)
-            x = nodes[3]
+            x = nodes[3]  # type: ignore[assignment]  # always live
         weight, bias, mean, var = self._bn[self._final_width]
         feature_map = torch.relu(_batch_norm(x, weight, bias, mean, var))
         pooled = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
         logits = F.linear(pooled, self._weights[("classifier",)], self._bias)
         return Features(logits, feature_map, pooled)
+
+
+def _cell_flags(ops: Sequence[str]) -> tuple[list[bool], list[bool]]:
+    """Per node of a cell of ``ops``: whether its value reaches the cell's output (live; a dead
+    node is not computed), and whether it is exactly zero (every edge into it none or from a zero
+    node). Skipping that work gives the built cell's values for finite activations: the built cell
+    adds ``x * 0`` for a none edge, which only a NaN or infinity would make differ."""
+    live = [True, False, ops[5] != "none", True]
+    live[1] = ops[4] != "none" or (ops[2] != "none" and live[2])
+    zero = [False, False, False, False]
+    for node in (1, 2, 3):
+        zero[node] = all(
+            ops[k] == "none" or zero[src] for k, (dst, src) in enumerate(EDGES) if dst == node
+        )
+    return live, zero
 
 
 def _batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> Tensor:
