@@ -309,6 +309,7 @@ def test_exhaustive_s1_is_the_argmax_of_rank(tmp_path):
     res = run_search(
         "s1",
         teacher="resnet8",
+        proxy="diswot",
         probe_seeds=1,
         batch_size=6,
         max_params=budget,
@@ -366,7 +367,7 @@ def test_settings_json_keys_and_the_fields_a_resume_must_match_stay_as_they_were
         "space", "target", "num_classes", "image_size", "teacher", "objective", "algorithm",
         "seed", "cycles", "population", "sample_size", "crossover_prob", "budget", "batch_size",
         "probe_seeds", "init", "data", "data_root", "device", "flop_convention", "precision",
-        "engine", "in_flight", "workers", "backend",
+        "engine", "in_flight", "workers", "group", "backend",
         "teacher_ckpt", "teacher_sha256", "teacher_init",  # added with --teacher-ckpt
         "references",  # added with composite objectives (checked by hash on resume)
     ]  # fmt: skip

@@ -88,6 +88,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="score on N processes (local) or N Ray actors (ray; default: the cluster's CPUs, or "
         "GPUs / --gpus-per-task); same scores and cache as the serial default",
     )
+    p.add_argument(
+        "--group",
+        type=int,
+        default=None,
+        help="architectures scored in one pass (the same scores to float tolerance; default: 1 "
+        "on a CPU, from free memory on a GPU)",
+    )
     add_backend_args(p)
     add_probe_args(
         p,
@@ -159,6 +166,7 @@ def _rank(args: argparse.Namespace, out: Path) -> RankResult:
         engine=args.engine,
         progress=not args.no_progress,
         workers=args.workers if args.workers is not None else (0 if args.backend == "ray" else 1),
+        group=args.group,
         backend=args.backend,
         address=args.address,
         gpus_per_task=args.gpus_per_task,

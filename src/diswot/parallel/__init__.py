@@ -26,7 +26,7 @@ it arrives, so an interrupted parallel run resumes, serially or in parallel, wit
 from __future__ import annotations
 
 from diswot.parallel.backends import BACKENDS, RAY_HINT, check_backend
-from diswot.parallel.pools import InlinePool, ProcessPool, make_pool
+from diswot.parallel.pools import GroupPool, InlinePool, ProcessPool, make_pool
 from diswot.parallel.raypool import RayPool
 from diswot.parallel.stream import default_chunk_size, stream_chunks
 from diswot.parallel.workers import _gpu_counter, assign_gpu, check_spawnable, warn_shared_gpu
@@ -34,6 +34,7 @@ from diswot.parallel.workers import _gpu_counter, assign_gpu, check_spawnable, w
 __all__ = [
     "BACKENDS",
     "RAY_HINT",
+    "GroupPool",
     "InlinePool",
     "ProcessPool",
     "RayPool",

@@ -47,6 +47,41 @@ class InlinePool:
         pass
 
 
+class GroupPool:
+    """No workers, ``group`` items per call: the first claim of a ticket not yet evaluated runs
+    ``fn.many`` on up to ``group`` items submitted and not yet evaluated, in submission order
+    (``fn(item)`` one by one when the function has no ``many``). With ``group=1`` this is
+    :class:`InlinePool`. Items must be claimed in submission order, as ``search`` claims them."""
+
+    def __init__(self, factory: Any, group: int) -> None:
+        self.fn = factory()
+        self.group = max(1, int(group))
+        self._pending: list[tuple[int, Any]] = []
+        self._done: dict[int, Any] = {}
+        self._next = 0
+
+    def submit(self, item: Any) -> int:
+        ticket = self._next
+        self._next += 1
+        self._pending.append((ticket, item))
+        return ticket
+
+    def result(self, ticket: int) -> Any:
+        if ticket not in self._done:
+            batch, self._pending = self._pending[: self.group], self._pending[self.group :]
+            if not batch or batch[0][0] != ticket:
+                raise RuntimeError("GroupPool results must be claimed in submission order")
+            items = [item for _, item in batch]
+            many = getattr(self.fn, "many", None)
+            outs = many(items) if many is not None and len(items) > 1 else [self.fn(i) for i in items]
+            self._done.update(zip((t for t, _ in batch), outs))
+        return self._done.pop(ticket)
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._done.clear()
+
+
 _POOL_FN = None
 
 

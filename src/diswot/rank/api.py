@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,6 +112,7 @@ def run_rank(
     chunk_size: int | None = None,
     precision: str = _D["precision"],
     engine: str = _D["engine"],
+    group: int | None = None,
 ) -> RankResult:
     """Score the students of ``space`` with ``proxies`` and correlate each with the ground truth.
 
@@ -139,6 +141,9 @@ def run_rank(
             :class:`~diswot.scoring.Scorer`); part of the run folder's fixed settings.
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
             :data:`~diswot.scoring.ENGINES`); the same scores either way, so not a fixed setting.
+        group: architectures scored in one pass in this process (:mod:`diswot.scoring.group`;
+            the same scores to float tolerance); ``None`` chooses (1 on a CPU, from free memory
+            on a GPU). Said on stderr when above 1.
     """
     refuse_reimported_main("run_rank")
     t0 = time.perf_counter()
@@ -162,6 +167,10 @@ def run_rank(
     )
     _choose_teacher(plan, teacher, teacher_ckpt, teacher_init)
     parallel = backend != "local" or workers > 1
+    if parallel and group is not None and group > 1:
+        raise DiswotError(
+            f"--group {group} scores in this process; drop --workers/--backend or --group"
+        )
     check_backend(backend, address, gpus_per_task)
     if workers < (0 if backend == "ray" else 1):
         raise DiswotError(f"--workers must be at least 1, got {workers}")
@@ -192,7 +201,16 @@ def run_rank(
         write_run_folder(out, plan.settings, plan.archs)
         write_references(out, samples)
     if scorer is not None:
-        stream = score_tasks(scorer, todo)
+        from diswot.scoring.group import choose_group, grouped_proxies
+
+        if group is not None and group < 1:
+            raise DiswotError(f"--group must be at least 1, got {group}")
+        size = choose_group(scorer, plan.names, group)
+        if size > 1 and todo:
+            report = grouped_proxies(scorer, [t[0] for t in todo[:2]], plan.names)
+            report.size = size
+            print(f"diswot rank: {report.text()}", file=sys.stderr)
+        stream = score_tasks(scorer, todo, size)
     else:
         stream = stream_chunks(
             ChunkScorerFactory(plan, data_root, warm),

@@ -65,10 +65,35 @@ def evaluate_timed(
     return values, seconds
 
 
-def score_tasks(scorer: Scorer, tasks: Sequence[Task]) -> Iterator[Record]:
-    """Evaluate ``tasks`` in order on one Scorer, a record each as it is scored."""
+def score_tasks(scorer: Scorer, tasks: Sequence[Task], group: int = 1) -> Iterator[Record]:
+    """Evaluate ``tasks`` on one Scorer, a record each as it is scored: in order one by one
+    (``group=1``), or ``group`` tasks of the same seed and proxies per grouped pass
+    (:func:`~diswot.scoring.group.evaluate_group`), whose time each of its records is charged an
+    equal share of as ``pass:group``; the tasks left when the list ends go as smaller groups."""
+    if group <= 1:
+        for arch, seed, need in tasks:
+            yield (arch, seed, *evaluate_timed(scorer, arch, need, seed))
+        return
+    from diswot.scoring.group import evaluate_group
+
+    pending: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+
+    def flush(key: tuple[int, tuple[str, ...]]) -> Iterator[Record]:
+        archs, (seed, need) = pending.pop(key), key
+        t0 = time.perf_counter()
+        values = evaluate_group(scorer, archs, list(need), seed)
+        share = {"pass:group": (time.perf_counter() - t0) / len(archs)}
+        for arch, vals in zip(archs, values):
+            vals.pop("_semantic_form", None)
+            yield (arch, seed, vals, dict(share))
+
     for arch, seed, need in tasks:
-        yield (arch, seed, *evaluate_timed(scorer, arch, need, seed))
+        key = (seed, tuple(need))
+        pending.setdefault(key, []).append(arch)
+        if len(pending[key]) >= group:
+            yield from flush(key)
+    for key in list(pending):
+        yield from flush(key)
 
 
 def score_chunk(scorer: Scorer, chunk: Sequence[Task]) -> list[Record]:

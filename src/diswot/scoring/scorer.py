@@ -177,6 +177,11 @@ class Scorer:
         self._teachers: dict[int, TeacherCache] = {}
         #: (student, network) of the last evaluation, for the next one to recycle.
         self._spare: tuple[str, nn.Module] | None = None
+        #: What the last :meth:`score_many` ran grouped and what one at a time, and why
+        #: (:class:`~diswot.scoring.group.GroupReport`); ``None`` before the first.
+        self.last_group: Any = None
+        #: The grouped NB201 forward of :mod:`diswot.scoring.group`, made on first use.
+        self._grouped: Any = None
 
     @classmethod
     def for_space(cls, space: object, teacher: str | nn.Module | None, **kwargs: Any) -> Scorer:
@@ -412,6 +417,29 @@ class Scorer:
             if form is not None:
                 info["semantic_form"] = str(form)
             per_seed.append(vals)
+        return self.result(student, proxies, per_seed, time.perf_counter() - t0, info)
+
+    def score_many(
+        self,
+        students: Sequence[StudentLike],
+        proxies: Iterable[str] = ("diswot", "ms", "mr"),
+    ) -> list[ScoreResult]:
+        """:meth:`score` of every student, several at once where the space and proxies allow
+        (one grouped pass per seed: :mod:`diswot.scoring.group`); the same values as scoring
+        them one by one, to float tolerance. What ran grouped is in :attr:`last_group`."""
+        from diswot.scoring.group import score_group
+
+        return score_group(self, list(students), list(proxies))
+
+    def result(
+        self,
+        student: StudentLike,
+        proxies: Sequence[str],
+        per_seed: list[dict[str, float]],
+        seconds: float,
+        info: dict[str, str] | None = None,
+    ) -> ScoreResult:
+        """A student's :class:`ScoreResult` from its per-seed values: means, stds and its cost."""
         values, std = {}, {}
         for p in proxies:
             xs = torch.tensor([v[p] for v in per_seed], dtype=torch.float64)
@@ -426,8 +454,8 @@ class Scorer:
             per_seed=per_seed,
             params=cost.params,
             flops=cost.flops,
-            seconds=time.perf_counter() - t0,
-            info=info,
+            seconds=seconds,
+            info=info or {},
         )
 
 

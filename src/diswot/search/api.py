@@ -25,6 +25,7 @@ holds with ``(seed, in_flight)`` in place of the seed, on any backend.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -113,6 +114,7 @@ def run_search(
     address: str | None = None,
     gpus_per_task: float = 0.0,
     in_flight: int | None = None,
+    group: int | None = None,
     precision: str = DEFAULTS["precision"],
     engine: str = DEFAULTS["engine"],
     on_start: Callable[[Path], None] | None = None,
@@ -154,6 +156,10 @@ def run_search(
         in_flight: candidates scored at once (default ``workers``). Results are taken in proposal
             order, so a run is a deterministic function of ``(seed, in_flight)`` whatever the
             backend; ``in_flight=1`` is the serial search.
+        group: candidates scored in one pass in this process (:meth:`Scorer.score_many`; the same
+            scores); ``None`` chooses it (:func:`~diswot.scoring.group.choose_group`: 1 on a CPU,
+            from free memory on a GPU). ``in_flight`` defaults to it, so a group of G proposes G
+            candidates at a time.
         precision: ``fp32`` (default) or ``bf16`` for the students' forward pass (see
             :class:`~diswot.scoring.Scorer`); a resumed run keeps its own.
         engine: ``auto`` (default), ``modules`` or ``supernet`` (see
@@ -208,6 +214,13 @@ def run_search(
     workers = _positive("--workers", workers, minimum=0 if backend == "ray" else 1)
     if in_flight is not None:
         in_flight = _positive("--in-flight", in_flight)
+    if group is not None:
+        group = _positive("--group", group)
+        if group > 1 and (workers != 1 or backend != "local"):
+            raise DiswotError(
+                f"--group {group} scores its candidates in this process; drop --workers/--backend "
+                "or --group"
+            )
     stall_limit = _positive("stall_limit", stall_limit or max(1000, 20 * population))
     seed_list = list(range(probe_seeds)) if isinstance(probe_seeds, int) else list(probe_seeds)
     if not seed_list:
@@ -303,10 +316,17 @@ def run_search(
     pool: Any = None
     ledger: Ledger | None = None
     try:
-        pool = _make_pool(objective, factory, backend, workers, address, gpus_per_task, device)
+        group = _group(objective, group, workers, backend)
+        pool = _make_pool(
+            objective, factory, backend, workers, address, gpus_per_task, device, group
+        )
         n_workers = getattr(pool, "workers", workers)
         cfg = replace(
-            cfg, in_flight=in_flight or n_workers or 1, workers=n_workers, backend=backend
+            cfg,
+            in_flight=in_flight or max(group, n_workers or 1),
+            workers=n_workers,
+            backend=backend,
+            group=group,
         )
         if out is not None:
             run_folder(out)  # first: nothing may announce a folder that cannot be made
@@ -403,6 +423,27 @@ def _resumed_in_flight(out: Path, asked: int | None) -> int:
     return done_with
 
 
+def _group(objective: Objective, asked: int | None, workers: int, backend: str) -> int:
+    """Candidates per pass: as asked, else chosen for the scorer's device (1 with workers, or for
+    an objective that is not a proxy's: it has no grouped form to use)."""
+    if workers != 1 or backend != "local":
+        return 1
+    scorer = getattr(objective, "scorer", None)
+    if scorer is None or not hasattr(objective, "many"):
+        return asked or 1
+    from diswot.scoring.group import choose_group, grouped_proxies
+
+    proxies = getattr(objective, "proxies", ["diswot"])
+    size = choose_group(scorer, proxies, asked)
+    if size > 1 and scorer.space is not None:
+        rng = random.Random("group-report")  # a private stream: the search's own is untouched
+        sample = [scorer.space.sample(rng) for _ in range(2)]
+        report = grouped_proxies(scorer, sample, proxies)
+        report.size = size
+        print(f"diswot search: {report.text()}", file=sys.stderr)
+    return size
+
+
 def _make_pool(
     objective: Objective,
     factory: Any,
@@ -411,13 +452,16 @@ def _make_pool(
     address: str | None,
     gpus_per_task: float,
     device: str,
+    group: int = 1,
 ) -> Any:
     """One local worker: the objective already built (and its teacher checked) runs in this
-    process; otherwise every worker builds its own from ``factory``."""
-    from diswot.parallel import InlinePool, make_pool
+    process, ``group`` candidates per call; otherwise every worker builds its own from
+    ``factory``."""
+    from diswot.parallel import GroupPool, InlinePool, make_pool
 
     if backend == "local" and workers == 1:
-        return InlinePool(GivenObjective(objective))
+        given = GivenObjective(objective)
+        return InlinePool(given) if group == 1 else GroupPool(given, group)
     return make_pool(
         factory,
         backend=backend,

@@ -38,7 +38,9 @@ class SearchConfig:
     teacher: str | None = setting(
         None, help="teacher model name, or a module's class and architecture digest"
     )
-    objective: str = setting("diswot", help="the proxy (or a given objective's name) maximised")
+    objective: str = setting(
+        "default", help="the proxy maximised ('default': the default rule's, docs/default_objective.md)"
+    )
     algorithm: str | None = setting(None, help="evolution, random or exhaustive")
     seed: int = setting(0, help="the search's RNG seed (independent of the probe seeds)")
     cycles: int | None = setting(
@@ -68,6 +70,12 @@ class SearchConfig:
         "number and refuses another one asked for explicitly (its own message)",
     )
     workers: int = setting(1, resume="free", help="processes or Ray actors scoring candidates")
+    group: int = setting(
+        1,
+        resume="free",
+        help="candidates scored in one pass (diswot.scoring.group); the same scores, so a resume "
+        "may change it (the proposals follow in_flight)",
+    )
     backend: str = setting("local", resume="free", help="local or ray")
     # The teacher's weights (diswot.scoring.teacher.WEIGHT_SETTINGS), added after the fields above.
     teacher_ckpt: str | None = setting(

@@ -56,7 +56,13 @@ class ProxyObjective:
         self.proxies = [self.name] + (["ms", "mr"] if self.name == "diswot" else list(terms))
 
     def __call__(self, arch: str) -> Evaluation:
-        res = self.scorer.score(arch, self.proxies)
+        return self._evaluation(self.scorer.score(arch, self.proxies))
+
+    def many(self, archs: list[str]) -> list[Evaluation]:
+        """Several candidates at once (:meth:`Scorer.score_many`): the same evaluations."""
+        return [self._evaluation(r) for r in self.scorer.score_many(archs, self.proxies)]
+
+    def _evaluation(self, res: Any) -> Evaluation:
         value = res.values[self.name]
         return Evaluation(
             score=value * self.spec.sign,
@@ -76,6 +82,17 @@ class Timed:
         t0 = time.perf_counter()
         ev = as_evaluation(self.objective(arch))
         return ev, time.perf_counter() - t0
+
+    def many(self, archs: list[str]) -> list[tuple[Evaluation, float]]:
+        """Several candidates in one call where the objective has ``many`` (each charged an equal
+        share of the call's time), else one by one."""
+        many = getattr(self.objective, "many", None)
+        if many is None:
+            return [self(a) for a in archs]
+        t0 = time.perf_counter()
+        evs = [as_evaluation(e) for e in many(archs)]
+        share = (time.perf_counter() - t0) / max(len(archs), 1)
+        return [(ev, share) for ev in evs]
 
 
 @dataclass
@@ -130,9 +147,10 @@ class ProxyObjectiveFactory:
             engine=self.engine,
             teacher_init=self.teacher_init,
         )
-        if spec.needs_teacher:
-            for s in self.seeds:
-                scorer.teacher(s)
+        # Built even for a teacher-free objective: a teacher named wrong (or with another class
+        # count) is a mistake to report now, not to ignore because this objective never reads it.
+        for s in self.seeds:
+            scorer.teacher(s)
         return ProxyObjective(scorer, spec.name)
 
     def __call__(self) -> Timed:

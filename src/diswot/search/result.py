@@ -96,7 +96,8 @@ class SearchResult:
             f"budget  {self.budget}; FLOPs = {self.cost_convention}",
             f"search  {s['algorithm']} on {s['space']} ({what}), teacher "
             f"{s['teacher']}, seed {s['seed']}: {self.n_scored} scored in {self.steps} steps, "
-            f"{self.rejected} rejected by budget, stop: {self.stop_reason}, {self.seconds:.1f} s",
+            f"{self.rejected} rejected by budget, stop: {self.stop_reason}, {self.seconds:.1f} s"
+            + (f", {s['group']} per pass" if (s.get("group") or 1) > 1 else ""),
         ]
         if self.ground_truth:
             acc = ", ".join(f"{t} {v:.2f}%" for t, v in self.ground_truth.items())
