@@ -22,7 +22,16 @@ def test_score_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"score", "components", "params", "flops"}
-    assert out["score"] == pytest.approx(-(out["components"]["ms"] + out["components"]["mr"]))
+    # The default objective (the default rule's proxy) is the score; DisWOT's terms are beside it.
+    assert out["objective"] == "zico" and out["score"] == out["proxies"]["zico"]
+    assert out["components"] == {}
+    vals = out["proxies"]
+    assert vals["diswot"] == pytest.approx(-(vals["ms"] + vals["mr"]))
+    rc = main(["score", "--teacher", "resnet8", "--student", "313", "--batch-size", "8", "--json",
+               "--proxy", "diswot"])  # fmt: skip
+    paper = json.loads(capsys.readouterr().out)
+    assert paper["objective"] == "diswot" and paper["score"] == vals["diswot"]
+    assert paper["score"] == pytest.approx(-(paper["components"]["ms"] + paper["components"]["mr"]))
     assert out["flop_convention"] == "macs"
     assert out["params"] > 0 and out["flops"] > 0
 
@@ -83,7 +92,7 @@ def test_score_text_shows_the_std_over_seeds(capsys: pytest.CaptureFixture) -> N
     assert res["std"]["diswot"] > 0
     assert main([*base, "--seeds", "2"]) == 0
     text = capsys.readouterr().out
-    want = f"{res['score']:.6f} ± {res['std']['diswot']:.6f} (std over 2 seeds)"
+    want = f"{res['proxies']['diswot']:.6f} ± {res['std']['diswot']:.6f} (std over 2 seeds)"
     assert want in text, text
     assert main(base) == 0  # one seed: no std to show
     assert "std over" not in capsys.readouterr().out

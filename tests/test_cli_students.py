@@ -86,8 +86,8 @@ def test_score_text_says_where_the_settings_came_from(
     assert lines[0].startswith(f"student {winner['arch']}  teacher resnet56  batch 4")
     assert lines[1].startswith(f"  settings of the search in {path} (space pit, target c100_kd): ")
     assert "224 px" in lines[1] and "100 classes" in lines[1] and "given here" not in lines[1]
-    assert lines[2] == f"  the search scored it {winner['score']:.6f} (diswot, under its settings)"
-    assert lines[5].split() == ["DisWOT", "score", "-(M_s+M_r):", f"{winner['score']:.6f}"]
+    assert lines[2] == f"  the search scored it {winner['score']:.6f} (zico, under its settings)"
+    assert lines[6] == f"  zico (the objective): {winner['score']:.6g}"
 
 
 def test_explicit_options_override_the_search(

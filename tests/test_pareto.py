@@ -368,7 +368,7 @@ def test_cli_s1_pareto_with_latency(capsys, tmp_path):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert (
-        "Pareto search with Optuna's NSGA-II (population 4): maximise diswot, minimise "
+        "Pareto search with Optuna's NSGA-II (population 4): maximise zico, minimise "
         "params, latency; latency = median of 3 runs after 1 warm-up, batch 1" in captured.err
     )
     assert "the winner is the best score within the budgets" in captured.out

@@ -131,7 +131,9 @@ def test_json_contract_and_default_proxies(tmp_path: Path, capsys: pytest.Captur
     obj = json.loads(capsys.readouterr().out)
     assert obj["n_archs"] == 3 and obj["space"] == "s1"
     got = {(c["proxy"], c["target"]) for c in obj["correlations"]}
-    assert got == {(p, t) for p in ("diswot", "ms", "mr", "params", "flops") for t in ("kd", "cls")}
+    assert got == {
+        (p, t) for p in ("zico", "diswot", "ms", "mr", "params", "flops") for t in ("kd", "cls")
+    }
     c = obj["correlations"][0]
     assert {"proxy", "target", "kendall", "spearman"} <= set(c)
 

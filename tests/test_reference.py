@@ -264,7 +264,7 @@ def test_score_says_what_default_resolved_to(capsys: pytest.CaptureFixture[str])
     assert (named["proxy"], named["resolved"]) == (DEFAULT_PROXY, DEFAULT_PROXY)
     assert out["proxies"][DEFAULT_PROXY] == named["proxies"][DEFAULT_PROXY]
     plain = _score_json(capsys, "--student", "313", "--teacher", "resnet8")
-    assert (plain["proxy"], plain["resolved"]) == ("diswot", "diswot")  # the commands' default
+    assert (plain["proxy"], plain["resolved"]) == ("default", "zico")  # the commands' default
 
 
 def test_score_needs_a_space_for_a_composite(capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,7 +51,7 @@ def plain(trained: Path) -> Path:
 
 
 def _score(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
-    assert main(["score", "--student", "713", *FAST, "--json", *argv]) == 0
+    assert main(["score", "--student", "713", *FAST, "--json", "--proxy", "diswot", *argv]) == 0
     return json.loads(capsys.readouterr().out)
 
 

@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "teacher": "resnet110",
     "num_classes": 100,
     "image_size": 32,
-    "proxy": "diswot",
+    "proxy": "default",
     **PROBE_DEFAULTS,
 }
 
@@ -110,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--proxy",
         default=None,
-        help="comma list of proxies to report beside the DisWOT components (default diswot; a "
+        help="comma list of proxies to report beside the DisWOT components (default: the default rule; a "
         "result.json: its search's objective; 'default': the default rule)",
     )
     p.add_argument(
@@ -322,16 +322,25 @@ def _run(args: argparse.Namespace) -> int:
     res = scorer.score(student, proxies)
     references = {n: scorer.reference(n).settings() for n in composites}
     comps = {"ms": res.values["ms"], "mr": res.values["mr"]}
+    # The objective: the first proxy asked for (the default rule's unless --proxy says otherwise),
+    # oriented larger-is-better as a search records its candidates' scores.
+    main = names[0] if names else "diswot"
+    main_score = res.values[main] * get_proxy(main).sign
     winner = st.winner or {}
     if args.json:
         print_json(
             {
                 "student": student,
                 "teacher": opts["teacher"],
-                "score": res.values["diswot"],
-                "components": comps,
+                "score": main_score,
+                "objective": main,
+                # As a search records its candidates: the objective's components (DisWOT's M_s
+                # and M_r), every other value under "proxies".
+                "components": comps if main == "diswot" else {},
                 "std": res.std,
-                "proxies": {k: v for k, v in res.values.items() if k not in ("ms", "mr")},
+                "proxies": {
+                    k: v for k, v in res.values.items() if main != "diswot" or k not in comps
+                },
                 "proxy": opts["proxy"],
                 "resolved": ",".join(names),
                 "references": references or None,
@@ -381,7 +390,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {label.ljust(width)}{value}")
     for k, v in res.values.items():
         if k not in ("diswot", "ms", "mr"):
-            print(f"  {k}: {v:.6g}")
+            what = " (the objective)" if k == main else ""
+            print(f"  {k}{what}: {v:.6g}")
     for n, ref in references.items():
         print(
             f"  {n} reference: {ref['size']} {space_name} architectures drawn with seed "

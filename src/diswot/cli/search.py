@@ -141,8 +141,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--proxy",
         "--objective",
         dest="proxy",
-        help="objective: a registered proxy name, or 'default' for the default rule (default "
-        "diswot)",
+        help="objective: a registered proxy name, 'diswot' for the paper's score, or 'default' "
+        "(the default) for the default rule's proxy (docs/default_objective.md)",
     )
     p.add_argument("--out", help="run folder (default runs/search-<space>-<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its settings")
@@ -161,6 +161,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="candidates scored at once (default --workers); results are taken in proposal "
         "order, so the same seed and --in-flight give the same search on any backend",
+    )
+    p.add_argument(
+        "--group",
+        type=int,
+        default=None,
+        help="candidates scored in one pass (the same scores; default: 1 on a CPU, from free "
+        "memory on a GPU); --in-flight defaults to it",
     )
     add_backend_args(p)
     _add_pareto_args(p)
@@ -260,11 +267,12 @@ def _pareto_config(args: argparse.Namespace) -> ParetoConfig | None:
 
 def _pareto_line(c: ParetoConfig, opts: dict[str, object]) -> str:
     """What the Pareto search trades off and how latency is measured, before it starts."""
+    from diswot.proxies.composite import resolve_aliases
     from diswot.search.pareto.front import parse_costs
 
     line = (
         f"Pareto search with Optuna's NSGA-II (population {opts['population']}): maximise "
-        f"{opts['proxy']}, minimise {', '.join(parse_costs(c.costs))}"
+        f"{resolve_aliases(str(opts['proxy']))}, minimise {', '.join(parse_costs(c.costs))}"
     )
     if c.measures_latency:
         line += (
@@ -367,7 +375,7 @@ def quick_command(args: argparse.Namespace, opts: dict[str, object]) -> str:
     for key in ("seed", "device", "precision"):
         if getattr(args, key, None) is not None:
             shown[key] = getattr(args, key)
-    for key in ("workers", "in_flight"):
+    for key in ("workers", "in_flight", "group"):
         if getattr(args, key, None) not in (None, 1):
             shown[key] = getattr(args, key)
     if getattr(args, "backend", "local") != "local":
@@ -437,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
             address=args.address,
             gpus_per_task=args.gpus_per_task,
             in_flight=args.in_flight,
+            group=args.group,
             precision=str(opts["precision"]),
             engine=args.engine,  # not a run setting (same scores), so not taken from a resume
             on_start=announce,

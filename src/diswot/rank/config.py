@@ -48,7 +48,7 @@ class RankConfig:
     sample_seed: int = setting(0, resume="free", help="seed of the sample")
     n_archs: int = setting(0, resume="free", help="architectures ranked (before sharding)")
     proxies: tuple[str, ...] = setting(
-        ("diswot", "ms", "mr"), resume="grow", help="proxies scored (the baselines always)"
+        ("default", "diswot", "ms", "mr"), resume="grow", help="proxies scored (the baselines always)"
     )
     ensembles: Mapping[str, tuple[str, ...]] | None = setting(
         None, resume="grow", help="rank-average ensembles, name -> members"

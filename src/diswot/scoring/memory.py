@@ -287,7 +287,7 @@ def check_probe_fits(
         return
     nets, traced = found
     _refuse_if_too_large(scorer, _estimate(scorer, traced, student, proxies, nets))
-    if key == "student":  # the teacher's map too: both are traced here
+    if key in ("student", "grad"):  # the teacher's map too: both are traced here
         _warn_collapsed(scorer.image_size, traced, nets)
 
 
