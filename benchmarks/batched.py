@@ -129,7 +129,7 @@ def stage_search(args: argparse.Namespace, proxy: str) -> dict:
 def stage_full(args: argparse.Namespace, proxies: list[str]) -> dict:
     """Every NB201 cell, grouped."""
     scorer = _scorer(args)
-    cells = get_space("nb201").enumerate()
+    cells = get_space("nb201").enumerate()[: args.full_limit]
     scorer.score_many(cells[:2], proxies)
     _reset_peak(scorer.device)
     t0 = time.perf_counter()
@@ -155,6 +155,9 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=16)
     p.add_argument("--group", type=int, default=16, help="group of the search and full stages")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--full-limit", type=int, default=None, help="first N cells of the full stage (a dry run)"
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", type=Path, default=None)

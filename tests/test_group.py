@@ -225,3 +225,22 @@ def test_rank_with_groups_gives_the_one_by_one_scores(tmp_path, capsys) -> None:
             for k in ("diswot", "zico"):
                 x, y = grouped.scores[a][s][k], one.scores[a][s][k]
                 assert _close(x, y, _tol(k)), (a, s, k, x, y)
+
+
+def test_the_automatic_group_on_a_gpu_follows_free_memory(monkeypatch) -> None:
+    """The GPU branch of choose_group, with the device and its memory stubbed (no GPU here):
+    half the free memory over the probe's estimate at its batch, within 1..MAX_AUTO_GROUP."""
+    from diswot.scoring import memory
+    from diswot.scoring.group import MAX_AUTO_GROUP
+
+    scorer = _nb201_scorer()
+    scorer.device = torch.device("cuda")
+
+    class Estimate:
+        def at(self, n: int) -> int:
+            return 100 * n
+
+    monkeypatch.setattr(memory, "estimate_probe_memory", lambda *a, **k: Estimate())
+    for free, want in ((2 * 5 * 800, 5), (10, 1), (10**12, MAX_AUTO_GROUP)):  # 800 B at batch 8
+        monkeypatch.setattr(memory, "available_bytes", lambda device, f=free: f)
+        assert choose_group(scorer, ["diswot"]) == want, free
