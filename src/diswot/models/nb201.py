@@ -156,6 +156,39 @@ def all_archs() -> list[str]:
     return [format_arch(ops) for ops in itertools.product(OPS, repeat=6)]
 
 
+def skeleton(C: int, N: int) -> list[tuple]:
+    """An NB201 network's blocks in :class:`NB201Network`'s module order: ``("cell", index,
+    width)`` or ``("reduction", index, width_in, width_out)``, ``index`` counting both; three
+    stages of ``N`` cells at widths ``C``, ``2C``, ``4C`` with a reduction between stages. The
+    functional forwards (the supernet, the grouped pass) walk it."""
+    plan: list[tuple] = []
+    c_prev, index = C, 0
+    for stage, c in enumerate((C, 2 * C, 4 * C)):
+        if stage > 0:
+            plan.append(("reduction", index, c_prev, c))
+            index += 1
+        for _ in range(N):
+            plan.append(("cell", index, c))
+            index += 1
+        c_prev = c
+    return plan
+
+
+def cell_flags(ops: Sequence[str]) -> tuple[list[bool], list[bool]]:
+    """Per node of a cell of ``ops``: whether its value reaches the cell's output (live; a dead
+    node need not be computed), and whether it is exactly zero (every edge into it none or from a
+    zero node). Skipping that work gives the built cell's values for finite activations: the
+    built cell adds ``x * 0`` for a none edge, which only a NaN or infinity would make differ."""
+    live = [True, False, ops[5] != "none", True]
+    live[1] = ops[4] != "none" or (ops[2] != "none" and live[2])
+    zero = [False, False, False, False]
+    for node in (1, 2, 3):
+        zero[node] = all(
+            ops[k] == "none" or zero[src] for k, (dst, src) in enumerate(EDGES) if dst == node
+        )
+    return live, zero
+
+
 # ---------------------------------------------------------------------------------------------
 # Network
 

@@ -41,7 +41,7 @@ Only what those paths assume is covered: BatchNorm in train mode with scale 1 an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,18 +49,21 @@ from torch import Tensor
 
 from diswot.errors import DiswotError
 from diswot.features import Features
-from diswot.models.nb201 import EDGES, NB201Cell, NB201Network, ResNetReduction, parse_arch
-
-if TYPE_CHECKING:
-    from diswot.models.nb201_supernet import NB201Supernet
+from diswot.models.nb201 import (
+    EDGES,
+    NB201Cell,
+    NB201Network,
+    ResNetReduction,
+    cell_flags,
+    parse_arch,
+    skeleton,
+)
+from diswot.models.nb201_supernet import _BN_EPS, _BN_MOMENTUM, _KERNELS, NB201Supernet
 
 __all__ = ["GroupedNB201", "gaussian_weights", "module_weights"]
 
-_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 #: The ops that compute something, in the order an edge runs them (disjoint candidates, so any).
 _WORKING_OPS = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-# nn.BatchNorm2d's defaults, as in NB201Network.
-_BN_MOMENTUM, _BN_EPS = 0.1, 1e-5
 #: Channel-index tensors kept on the device, by (candidates, width); cleared when it grows past this.
 _INDEX_CACHE = 4096
 
@@ -73,18 +76,6 @@ class _Step(NamedTuple):
     dst: int
     op: str
     members: tuple[int, ...]
-
-
-def _cell_flags(ops: Sequence[str]) -> tuple[list[bool], list[bool]]:
-    """Per node: whether its value reaches the cell output (live), whether it is exactly zero."""
-    live = [True, False, ops[5] != "none", True]
-    live[1] = ops[4] != "none" or (ops[2] != "none" and live[2])
-    zero = [False, False, False, False]
-    for node in (1, 2, 3):
-        zero[node] = all(
-            ops[k] == "none" or zero[src] for k, (dst, src) in enumerate(EDGES) if dst == node
-        )
-    return live, zero
 
 
 class _NodeSum:
@@ -142,26 +133,16 @@ class GroupedNB201:
         self.num_classes = num_classes
         self.C, self.N = C, N
         self.device = torch.device(device)
-        # The skeleton in NB201Network's module order: ("cell", index, width) or
-        # ("reduction", index, width_in, width_out); indices are the supernet's slot indices.
-        self._plan: list[tuple] = []
-        c_prev, index = C, 0
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self._plan.append(("reduction", index, c_prev, c))
-                index += 1
-            for _ in range(N):
-                self._plan.append(("cell", index, c))
-                index += 1
-            c_prev = c
-        self._final_width = c_prev
+        # Indices are the supernet's slot indices.
+        self._plan = skeleton(C, N)
+        self._final_width = 4 * C
         self._index: dict[tuple[tuple[int, ...], int], Tensor] = {}
 
     # -- the group's plan --------------------------------------------------------------------
     def _steps(self, cells: Sequence[tuple[str, ...]]) -> list[_Step]:
         """Every (edge, op) some candidate runs, with those candidates, in edge order: the same
         for every cell of the network, as every cell of a candidate is the same cell."""
-        flags = [_cell_flags(ops) for ops in cells]
+        flags = [cell_flags(ops) for ops in cells]
         steps = []
         for k, (dst, src) in enumerate(EDGES):
             for op in _WORKING_OPS:

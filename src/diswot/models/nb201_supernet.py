@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch import Tensor
 
 from diswot.errors import DiswotError
 from diswot.features import Features
-from diswot.models.nb201 import EDGES, parse_arch
+from diswot.models.nb201 import EDGES, cell_flags, parse_arch, skeleton
 
 __all__ = ["NB201Supernet"]
 
@@ -83,27 +83,21 @@ class NB201Supernet:
         self.device = torch.device(device)
         self.channels_last = channels_last
 
-        # The skeleton, in NB201Network's module order: ("cell", index, width) or
-        # ("reduction", index, width_in, width_out).
-        self._plan: list[tuple] = []
+        self._plan = skeleton(C, N)
         shapes: dict[tuple, tuple[int, ...]] = {("stem",): (C, 3, 3, 3)}
-        c_prev, index = C, 0
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self._plan.append(("reduction", index, c_prev, c))
-                shapes[("a", index)] = (c, c_prev, 3, 3)
+        for item in self._plan:
+            if item[0] == "reduction":
+                _, index, c_in, c = item
+                shapes[("a", index)] = (c, c_in, 3, 3)
                 shapes[("b", index)] = (c, c, 3, 3)
-                shapes[("down", index)] = (c, c_prev, 1, 1)
-                index += 1
-            for _ in range(N):
-                self._plan.append(("cell", index, c))
+                shapes[("down", index)] = (c, c_in, 1, 1)
+            else:
+                _, index, c = item
                 for k in range(len(EDGES)):
                     for op, kernel in _KERNELS.items():
                         shapes[(index, k, op)] = (c, c, kernel, kernel)
-                index += 1
-            c_prev = c
-        shapes[("classifier",)] = (num_classes, c_prev)
-        self._final_width = c_prev
+        self._final_width = 4 * C
+        shapes[("classifier",)] = (num_classes, self._final_width)
         self._shapes = shapes
         self._total = sum(_numel(s) for s in shapes.values())
         #: The current candidate's weights by slot (only its own slots are read).
@@ -258,7 +252,7 @@ class NB201Supernet:
             self._weights = self._drawn(order, seed)
         self.ops = ops
         self.arch = arch
-        self._flags = _cell_flags(ops)
+        self._flags = cell_flags(ops)
 
     def weights(self, arch: str, seed: int) -> dict[tuple, Tensor]:
         """The weights ``load(arch, seed)`` gives ``arch``, by slot, without loading it.
@@ -344,21 +338,6 @@ class NB201Supernet:
         pooled = F.adaptive_avg_pool2d(feature_map, 1).flatten(1)
         logits = F.linear(pooled, self._weights[("classifier",)], self._bias)
         return Features(logits, feature_map, pooled)
-
-
-def _cell_flags(ops: Sequence[str]) -> tuple[list[bool], list[bool]]:
-    """Per node of a cell of ``ops``: whether its value reaches the cell's output (live; a dead
-    node is not computed), and whether it is exactly zero (every edge into it none or from a zero
-    node). Skipping that work gives the built cell's values for finite activations: the built cell
-    adds ``x * 0`` for a none edge, which only a NaN or infinity would make differ."""
-    live = [True, False, ops[5] != "none", True]
-    live[1] = ops[4] != "none" or (ops[2] != "none" and live[2])
-    zero = [False, False, False, False]
-    for node in (1, 2, 3):
-        zero[node] = all(
-            ops[k] == "none" or zero[src] for k, (dst, src) in enumerate(EDGES) if dst == node
-        )
-    return live, zero
 
 
 def _batch_norm(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> Tensor:

@@ -207,8 +207,7 @@ def run_rank(
             raise DiswotError(f"--group must be at least 1, got {group}")
         size = choose_group(scorer, plan.names, group)
         if size > 1 and todo:
-            report = grouped_proxies(scorer, [t[0] for t in todo[:2]], plan.names)
-            report.size = size
+            report = grouped_proxies(scorer, [t[0] for t in todo[:2]], plan.names, size)
             print(f"diswot rank: {report.text()}", file=sys.stderr)
         stream = score_tasks(scorer, todo, size)
     else:

@@ -160,10 +160,14 @@ GROUPED: dict[
 
 
 def grouped_proxies(
-    scorer: Scorer, students: Sequence[StudentLike], proxies: Sequence[str]
+    scorer: Scorer,
+    students: Sequence[StudentLike],
+    proxies: Sequence[str],
+    size: int | None = None,
 ) -> GroupReport:
-    """Which of ``proxies`` run grouped for ``students``, and why the others do not."""
-    report = GroupReport(len(students))
+    """Which of ``proxies`` run grouped for ``students``, and why the others do not; ``size``
+    (default: the students') is the group the report names when ``students`` only sample it."""
+    report = GroupReport(len(students) if size is None else size)
     if len(students) < 2:
         report.alone = {n: "a group of one" for n in proxies}
         return report

@@ -438,8 +438,7 @@ def _group(objective: Objective, asked: int | None, workers: int, backend: str) 
     if size > 1 and scorer.space is not None:
         rng = random.Random("group-report")  # a private stream: the search's own is untouched
         sample = [scorer.space.sample(rng) for _ in range(2)]
-        report = grouped_proxies(scorer, sample, proxies)
-        report.size = size
+        report = grouped_proxies(scorer, sample, proxies, size)
         print(f"diswot search: {report.text()}", file=sys.stderr)
     return size
 
