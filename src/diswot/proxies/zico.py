@@ -46,7 +46,7 @@ def zico_from_gradients(grads: list[torch.Tensor]) -> float:
     for g in grads:
         g = g.reshape(g.shape[0], -1).double()
         # The population std written out: torch.std over the batch dimension takes a slow strided
-        # reduction, about 15x the time of these elementwise passes for the same values.
+        # reduction for the same values (benchmarks/cpu_bound.py, stage zico, times both).
         std = (g - g.mean(dim=0)).square_().mean(dim=0).sqrt_()
         keep = std > 0
         ratio = float((g.abs().mean(dim=0)[keep] / std[keep]).sum())
