@@ -28,10 +28,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: Float tolerance of grouped against one-at-a-time values: a grouped convolution may sum in
 #: another order than the candidate's own, so values agree to rounding, not bit for bit.
 RTOL, ATOL = 1e-4, 1e-6
-#: ZiCo divides by the spread of two half-batch gradients, tiny for some weights, so rounding moves
-#: it more: the one-at-a-time path alone moves by up to 0.5% between 1 and 2 threads or memory
-#: layouts (an all-skip cell at batch 8), grouped values differed by up to 1.4% (32 cells at batch
-#: 64, docs/scale.md), and another CPU rounds otherwise again.
+#: ZiCo divides by the spread of two half-batch gradients, tiny for some weights, so the rounding of
+#: another summation order moves it far more than it moves the gradients: grouped values differed
+#: from the loop's by up to 1.4% (32 cells at batch 64, docs/scale.md; 0.5% for the all-skip cell
+#: below at batch 8), and another CPU rounds otherwise again.
 ZICO_RTOL = 2e-2
 
 
